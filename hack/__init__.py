@@ -1,0 +1,1 @@
+"""Developer and CI tooling: the local real stack (`python -m hack.stack`). Not part of the product."""
