@@ -13,8 +13,7 @@ from hack.stack.errors import StackError
 
 def _install(names: Sequence[str]) -> int:
     packages.ensure_python_venv()
-    for service in orchestrate.services(names):
-        service.prepare()
+    orchestrate.prepare(orchestrate.services(names))
     print("stack: prerequisites present", file=sys.stderr)
     return 0
 

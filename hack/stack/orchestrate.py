@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from hack.stack import packages
 from hack.stack.config import Settings
 from hack.stack.errors import StackError
 from hack.stack.kafka import Kafka
@@ -50,19 +51,29 @@ def _locked(settings: Settings) -> Iterator[None]:
         yield
 
 
+def prepare(chosen: Sequence[Service]) -> None:
+    """Install every missing package in one apt run, then let each service fetch its extras."""
+    packages.ensure([requirement for service in chosen for requirement in service.requirements()])
+    for service in chosen:
+        service.prepare()
+
+
 def up(names: Sequence[str] = ()) -> dict[str, str]:
     """Start the named services (all by default), reusing running ones; return their environment."""
     settings = Settings.from_environment()
     chosen = services(names, settings)
     with _locked(settings):
         started = time.monotonic()
-        launched: list[tuple[Service, float]] = []
+        to_start = []
         for service in chosen:
             if service.running():
                 _say(f"{service.name}: already running (pid {service.pid()}), reusing it")
-                continue
-            service.check_port_free()
-            service.prepare()
+            else:
+                service.check_port_free()
+                to_start.append(service)
+        prepare(to_start)
+        launched: list[tuple[Service, float]] = []
+        for service in to_start:
             _say(f"{service.name}: starting on port {service.port}")
             service.launch()
             launched.append((service, time.monotonic()))
