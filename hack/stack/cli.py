@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "services",
                 nargs="*",
                 metavar="SERVICE",
-                help=f"any of: {', '.join(orchestrate.SERVICE_NAMES)}",
+                help=f"any of: {', '.join(orchestrate.SERVICE_NAMES)}; or a group: "
+                + ", ".join(
+                    f"{group} ({' '.join(members)})" for group, members in orchestrate.GROUPS.items()
+                ),
             )
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]

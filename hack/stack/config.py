@@ -51,6 +51,10 @@ class Settings:
     redis_port: int
     kafka_port: int
     kafka_controller_port: int
+    etcd_port: int
+    etcd_peer_port: int
+    apiserver_port: int
+    controller_manager_port: int
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -65,6 +69,10 @@ class Settings:
             redis_port=_port("DELTAFORGE_REDIS_PORT", 26379),
             kafka_port=_port("DELTAFORGE_KAFKA_PORT", 29092),
             kafka_controller_port=_port("DELTAFORGE_KAFKA_CONTROLLER_PORT", 29093),
+            etcd_port=_port("DELTAFORGE_ETCD_PORT", 22379),
+            etcd_peer_port=_port("DELTAFORGE_ETCD_PEER_PORT", 22380),
+            apiserver_port=_port("DELTAFORGE_APISERVER_PORT", 26443),
+            controller_manager_port=_port("DELTAFORGE_CONTROLLER_MANAGER_PORT", 20257),
         )
 
     def service_dir(self, name: str) -> Path:
@@ -81,3 +89,12 @@ class Settings:
     @property
     def kafka_bootstrap(self) -> str:
         return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def kube_dir(self) -> Path:
+        """Shared control-plane files: PKI, admin token, kubeconfig."""
+        return self.stack_dir / "kube"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.kube_dir / "kubeconfig"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import struct
@@ -79,7 +80,14 @@ class Kafka(Service):
         return self.home / "data"
 
     def requirements(self) -> list[Requirement]:
-        return [Requirement("mvn", "maven", "Maven resolves the Kafka broker's jars from Maven Central")]
+        needed = []
+        if packages.java_command() is None and not os.environ.get("JAVA_HOME"):
+            needed.append(packages.JAVA_REQUIREMENT)
+        if not (self.libs_dir / ".complete").exists():
+            needed.append(
+                Requirement("mvn", "maven", "Maven resolves the Kafka broker's jars from Maven Central")
+            )
+        return needed
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -7,11 +7,12 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from hack.stack import packages
 from hack.stack.config import Settings
+from hack.stack.controlplane import Etcd, KubeApiserver, KubeControllerManager
 from hack.stack.errors import StackError
 from hack.stack.kafka import Kafka
 from hack.stack.mariadb import MariaDB
@@ -19,25 +20,43 @@ from hack.stack.postgres import Postgres
 from hack.stack.redis import Redis
 from hack.stack.service import Service, elapsed
 
+# In start order: a service comes after the services it depends on.
 SERVICE_TYPES: dict[str, type[Service]] = {
     "postgres": Postgres,
     "mariadb": MariaDB,
     "redis": Redis,
     "kafka": Kafka,
+    "etcd": Etcd,
+    "kube-apiserver": KubeApiserver,
+    "kube-controller-manager": KubeControllerManager,
 }
 SERVICE_NAMES = tuple(SERVICE_TYPES)
+GROUPS = {
+    "data": ("postgres", "mariadb", "redis", "kafka"),
+    "k8s": ("etcd", "kube-apiserver", "kube-controller-manager"),
+}
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def services(names: Sequence[str] = (), settings: Settings | None = None) -> list[Service]:
-    unknown = [name for name in names if name not in SERVICE_TYPES]
+def services(
+    names: Sequence[str] = (), settings: Settings | None = None, *, with_dependencies: bool = True
+) -> list[Service]:
+    """The named services or groups (all by default), with their dependencies, in start order."""
+    unknown = [name for name in names if name not in SERVICE_TYPES and name not in GROUPS]
     if unknown:
-        raise StackError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICE_NAMES)}")
+        choices = ", ".join([*SERVICE_NAMES, *GROUPS])
+        raise StackError(f"unknown service {', '.join(unknown)}: choose from {choices}")
     settings = settings or Settings.from_environment()
-    chosen = names or SERVICE_NAMES
+    chosen = {member for name in names for member in GROUPS.get(name, (name,))} or set(SERVICE_NAMES)
+    pending = list(chosen) if with_dependencies else []
+    while pending:
+        for dependency in SERVICE_TYPES[pending.pop()].depends_on:
+            if dependency not in chosen:
+                chosen.add(dependency)
+                pending.append(dependency)
     return [SERVICE_TYPES[name](settings) for name in SERVICE_NAMES if name in chosen]
 
 
@@ -72,20 +91,21 @@ def up(names: Sequence[str] = ()) -> dict[str, str]:
                 service.check_port_free()
                 to_start.append(service)
         prepare(to_start)
-        launched: list[tuple[Service, float]] = []
-        for service in to_start:
-            _say(f"{service.name}: starting on port {service.port}")
-            service.launch()
-            launched.append((service, time.monotonic()))
-        # Launch everything first, then wait: the servers start in parallel.
-        with ThreadPoolExecutor(max_workers=len(launched) or 1) as pool:
-            for future in [
-                pool.submit(_wait_ready, service, launch_time) for service, launch_time in launched
-            ]:
+        # Servers start in parallel; one waits only for the servers it depends on.
+        readiness: dict[str, Future[None]] = {}
+        with ThreadPoolExecutor(max_workers=len(to_start) or 1) as pool:
+            for service in to_start:
+                for dependency in service.depends_on:
+                    if dependency in readiness:
+                        readiness[dependency].result()
+                _say(f"{service.name}: starting on port {service.port}")
+                service.launch()
+                readiness[service.name] = pool.submit(_wait_ready, service, time.monotonic())
+            for future in readiness.values():
                 future.result()
         for service in chosen:
             service.configure()
-        if launched:
+        if to_start:
             _say(f"stack: up in {elapsed(started)}")
     return _environment(chosen)
 
@@ -98,7 +118,7 @@ def _wait_ready(service: Service, launch_time: float) -> None:
 def down(names: Sequence[str] = ()) -> None:
     settings = Settings.from_environment()
     with _locked(settings):
-        for service in reversed(services(names, settings)):
+        for service in reversed(services(names, settings, with_dependencies=False)):
             if service.stop():
                 _say(f"{service.name}: stopped")
 

@@ -135,11 +135,14 @@ def ensure(requirements: Iterable[Requirement]) -> None:
         )
 
 
+JAVA_REQUIREMENT = Requirement(
+    "java", "openjdk-17-jre-headless", f"Java {JAVA_MAJOR} is required to run the local Kafka broker"
+)
+
+
 def ensure_java() -> str:
     """Return a Java 17+ command for the Kafka broker, installing OpenJDK 17 when allowed."""
-    requirement = Requirement(
-        "java", "openjdk-17-jre-headless", f"Java {JAVA_MAJOR} is required to run the local Kafka broker"
-    )
+    requirement = JAVA_REQUIREMENT
     java = java_command()
     if java is None:
         if os.environ.get("JAVA_HOME"):

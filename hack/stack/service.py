@@ -17,6 +17,7 @@ class Service(ABC):
 
     name: str
     command_marker: str  # a word of the server's command line, checked against PID reuse
+    depends_on: tuple[str, ...] = ()  # services that must be ready before this one launches
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 30
     start_timeout: float = 60
@@ -92,8 +93,8 @@ class Service(ABC):
     def describe(self) -> str:
         pid = self.pid()
         if self.running():
-            return f"{self.name:<9} running  pid {pid:<8} {HOST}:{self.port}"
-        return f"{self.name:<9} stopped"
+            return f"{self.name:<24} running  pid {pid:<8} {HOST}:{self.port}"
+        return f"{self.name:<24} stopped"
 
 
 def elapsed(since: float) -> str:

@@ -1,4 +1,5 @@
-"""`up` reuses running servers and `down` leaves no process behind, on a second, isolated stack."""
+"""`up` reuses running servers and `down` leaves no process behind, on a second, isolated stack
+(data servers and control plane; the binaries and jars come from the shared cache)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,20 @@ PORT_VARIABLES = (
     "DELTAFORGE_REDIS_PORT",
     "DELTAFORGE_KAFKA_PORT",
     "DELTAFORGE_KAFKA_CONTROLLER_PORT",
+    "DELTAFORGE_ETCD_PORT",
+    "DELTAFORGE_ETCD_PEER_PORT",
+    "DELTAFORGE_APISERVER_PORT",
+    "DELTAFORGE_CONTROLLER_MANAGER_PORT",
 )
+SERVERS = {
+    "postgres": "postgres",
+    "mariadb": "mariadbd",
+    "redis": "redis-server",
+    "kafka": "kafka.Kafka",
+    "etcd": "bin/etcd",
+    "kube-apiserver": "kube-apiserver",
+    "kube-controller-manager": "kube-controller-manager",
+}
 
 
 def _free_ports(count: int) -> list[int]:
@@ -63,7 +77,9 @@ def _stack(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def _running_pids(status_output: str) -> dict[str, int]:
-    return {name: int(pid) for name, pid in re.findall(r"^(\w+)\s+running\s+pid (\d+)", status_output, re.M)}
+    return {
+        name: int(pid) for name, pid in re.findall(r"^([\w-]+)\s+running\s+pid (\d+)", status_output, re.M)
+    }
 
 
 def test_up_is_idempotent_and_down_stops_every_server(isolated_stack: dict[str, str]) -> None:
@@ -72,7 +88,7 @@ def test_up_is_idempotent_and_down_stops_every_server(isolated_stack: dict[str, 
     status = _stack("status", env=isolated_stack)
     assert status.returncode == 0, status.stdout
     pids = _running_pids(status.stdout)
-    assert set(pids) == {"postgres", "mariadb", "redis", "kafka"}
+    assert set(pids) == set(SERVERS)
     assert _processes_mentioning(isolated_stack["DELTAFORGE_STACK_DIR"]), "servers name their directory"
 
     second = _stack("up", env=isolated_stack)
@@ -82,8 +98,7 @@ def test_up_is_idempotent_and_down_stops_every_server(isolated_stack: dict[str, 
 
     down = _stack("down", env=isolated_stack)
     assert down.returncode == 0, down.stderr
-    markers = {"postgres": "postgres", "mariadb": "mariadbd", "redis": "redis-server", "kafka": "kafka.Kafka"}
-    still_alive = [name for name, pid in pids.items() if process.pid_alive(pid, markers[name])]
+    still_alive = [name for name, pid in pids.items() if process.pid_alive(pid, SERVERS[name])]
     assert still_alive == []
     listening = [var for var in PORT_VARIABLES if process.port_open("127.0.0.1", int(isolated_stack[var]))]
     assert listening == []
