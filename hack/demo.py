@@ -1,6 +1,7 @@
 """`make demo`: the README's main job.
 
-Today DeltaForge has its foundation only: the local real stack is up and every server is reachable.
+Today DeltaForge has its foundation only: the local real stack (data servers and a Kubernetes
+control plane) is up and every server is reachable.
 The operator, the worker runtime and the example Pipelines do not exist yet, so this says so and
 shows how to use what runs, rather than pretending to stream changes.
 """
@@ -14,7 +15,7 @@ import hack.stack
 NOT_YET = """\
 Not built yet, and so not shown here:
   - the worker runtime (`deltaforge run pipeline.yaml`): PostgreSQL and MariaDB changes into Kafka and Redis
-  - the operator, its Pipeline CRD and Helm chart, on a local Kubernetes control plane
+  - the operator, its Pipeline CRD and Helm chart (the control plane below is ready for them)
 When they land, `make demo` installs the chart, applies the examples/ Pipelines, writes rows and
 shows `kubectl get pipelines` turning Ready while the change events arrive."""
 
@@ -24,6 +25,7 @@ Look around:
   psql "$DELTAFORGE_PG_ADMIN_DSN"           # PostgreSQL 15, wal_level=logical
   mariadb -h 127.0.0.1 -P "$DELTAFORGE_MYSQL_PORT" -u admin -padmin   # MariaDB 10.11, ROW binlog
   redis-cli -p "$DELTAFORGE_REDIS_PORT"                               # Redis 7
+  "$DELTAFORGE_KUBECTL" get namespaces      # Kubernetes 1.34 API server (KUBECONFIG is set)
 Tear down:
   make stack-down      # stop the servers, keep their data
   make stack-clean     # stop them and delete their data"""

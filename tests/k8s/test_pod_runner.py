@@ -172,3 +172,110 @@ def test_deployment_runs_turns_ready_then_not_ready_and_stops_on_delete(
         timeout=60,
         what="garbage collection to remove the ReplicaSet's pod",
     )
+
+
+# Liveness: /healthz answers until /break is posted; the pod runner must restart the container.
+FRAGILE = """
+import http.server, os, sys
+state = {"healthy": True}
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        code = 200 if self.path == "/pid" or state["healthy"] else 500
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(str(os.getpid()).encode())
+    def do_POST(self):
+        state["healthy"] = False
+        self.send_response(200)
+        self.end_headers()
+http.server.ThreadingHTTPServer((sys.argv[1], 8080), Handler).serve_forever()
+"""
+
+
+def _single_container_pod(namespace: str, name: str, container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "deltaforge"},
+        },
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "example.invalid/main:1",
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                    **container,
+                }
+            ],
+        },
+    }
+
+
+def _container_status(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    statuses = (
+        control_plane.get_json("pod", name, "-n", namespace).get("status", {}).get("containerStatuses", [])
+    )
+    return statuses[0] if statuses else {}
+
+
+def test_crashing_container_is_restarted_and_counted(
+    control_plane: ControlPlane, pod_runner: PodRunnerHandle, namespace: str
+) -> None:
+    pod = _single_container_pod(namespace, "crasher", {"command": ["/bin/sh", "-c", "exit 3"]})
+    _apply(control_plane, pod)
+    wait_for(
+        lambda: _container_status(control_plane, namespace, "crasher").get("restartCount", 0) >= 2,
+        timeout=60,
+        what="two restarts of a container that exits with 3",
+    )
+    last = _container_status(control_plane, namespace, "crasher")["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (3, "Error")
+
+
+def test_failed_liveness_probe_restarts_the_container(
+    control_plane: ControlPlane, pod_runner: PodRunnerHandle, namespace: str
+) -> None:
+    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}
+    pod = _single_container_pod(
+        namespace,
+        "fragile",
+        {"command": [sys.executable, "-c", FRAGILE, "$(POD_IP)"], "livenessProbe": probe},
+    )
+    _apply(control_plane, pod)
+
+    def pod_ip() -> str:
+        running = _container_status(control_plane, namespace, "fragile").get("state", {}).get("running")
+        return (
+            str(control_plane.get_json("pod", "fragile", "-n", namespace)["status"]["podIP"])
+            if running
+            else ""
+        )
+
+    address = str(wait_for(pod_ip, timeout=60, what="the fragile pod to run"))
+
+    def answering_pid() -> int:
+        try:
+            with urllib.request.urlopen(f"http://{address}:8080/pid", timeout=2) as response:
+                return int(response.read())
+        except OSError:
+            return 0
+
+    first_pid = int(str(wait_for(answering_pid, timeout=30, what="the fragile server to answer")))
+    urllib.request.urlopen(urllib.request.Request(f"http://{address}:8080/break", method="POST"), timeout=5)
+    wait_for(
+        lambda: _container_status(control_plane, namespace, "fragile").get("restartCount", 0) == 1,
+        timeout=30,
+        what="the liveness failure to restart the container",
+    )
+    second_pid = int(str(wait_for(answering_pid, timeout=30, what="the restarted server to answer")))
+    assert second_pid != first_pid
+    assert not _pid_alive(first_pid)
+    assert _container_status(control_plane, namespace, "fragile")["lastState"]["terminated"]["message"] == (
+        "liveness probe failed"
+    )
