@@ -84,6 +84,9 @@ class Postgres(Service):
         (self.data_dir / "pg_hba.conf").write_text(_HBA)
         for name in ("deltaforge.conf", "pg_hba.conf"):
             process.chown_to(self.data_dir / name, SERVICE_USER)
+        # A postmaster killed with SIGKILL leaves its PID file; once that PID runs anything else,
+        # PostgreSQL could refuse to start ("lock file already exists"). We know it is not ours.
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         # pg_ctl forks the postmaster and returns; wait_ready() polls for it.
         argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path), "-W", "start"]
         process.run(process.as_user(SERVICE_USER, argv), what="starting PostgreSQL")
