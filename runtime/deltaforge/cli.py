@@ -1,12 +1,14 @@
 """The `deltaforge` command line.
 
-Each subcommand is registered in `_build_parser`; user errors exit with a message and a
-non-zero status, never a traceback.
+User errors (a bad manifest, a missing Secret, a misconfigured database) exit non-zero with a
+message that names the problem; they never print a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -19,6 +21,47 @@ def _print_version(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from deltaforge.spec import validate_manifest_file
+
+    failed = False
+    for path in args.manifests:
+        problems = validate_manifest_file(path)
+        if problems:
+            failed = True
+            print("\n".join(problems), file=sys.stderr)
+        else:
+            print(f"{path}: valid")
+    return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from deltaforge.assembly import Secrets
+    from deltaforge.observability.logging import configure_logging
+    from deltaforge.spec import SpecError, load_manifest_file
+    from deltaforge.worker import run_pipeline
+
+    try:
+        configure_logging(args.log, args.log_format)
+    except ValueError as error:
+        print(f"deltaforge: {error}", file=sys.stderr)
+        return 2
+    try:
+        pipeline = load_manifest_file(args.manifest)
+        secrets = Secrets(secrets_dir=args.secrets_dir)
+        return asyncio.run(
+            run_pipeline(pipeline, http_host=args.http_host, http_port=args.http_port, secrets=secrets)
+        )
+    except SpecError as error:
+        print(f"deltaforge: {args.manifest} is not a valid Pipeline:\n{error}", file=sys.stderr)
+        return 1
+    except NotImplementedError as error:
+        print(f"deltaforge: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deltaforge",
@@ -29,6 +72,39 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"deltaforge {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a Pipeline manifest until SIGTERM", description="Run a Pipeline."
+    )
+    run.add_argument("manifest", help="the Pipeline manifest (YAML or JSON)")
+    run.add_argument(
+        "--http-host",
+        default=os.environ.get("DELTAFORGE_HTTP_HOST", "0.0.0.0"),
+        help="address of /metrics, /healthz, /readyz, /status (default $DELTAFORGE_HTTP_HOST or 0.0.0.0)",
+    )
+    run.add_argument(
+        "--http-port",
+        type=int,
+        default=int(os.environ.get("DELTAFORGE_HTTP_PORT", "9000")),
+        help="port of the HTTP endpoints (default $DELTAFORGE_HTTP_PORT or 9000; 0 picks a free one)",
+    )
+    run.add_argument(
+        "--log", default=None, help="levels, e.g. info,deltaforge.sinks.kafka=debug (default $DELTAFORGE_LOG)"
+    )
+    run.add_argument(
+        "--log-format", choices=("json", "console"), default="json", help="log line format (default json)"
+    )
+    run.add_argument(
+        "--secrets-dir", default=None, help="where Secrets are mounted (default $DELTAFORGE_SECRETS_DIR)"
+    )
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser(
+        "validate", help="check Pipeline manifests and list every problem", description="Validate Pipelines."
+    )
+    validate.add_argument("manifests", nargs="+", help="Pipeline manifests (YAML or JSON)")
+    validate.set_defaults(handler=_validate)
+
     version = commands.add_parser("version", help="print the DeltaForge and Python versions")
     version.set_defaults(handler=_print_version)
     return parser

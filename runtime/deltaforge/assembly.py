@@ -1,0 +1,189 @@
+"""From a validated Pipeline spec to runtime objects: source, processors, sinks, checkpoint store.
+
+The one place that reads the spec for the runtime; sources, sinks and processors take plain
+values, so they stay independent of the manifest's shape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from deltaforge.checkpoints.file import FileCheckpointStore
+from deltaforge.checkpoints.kubernetes import KubernetesCheckpointStore
+from deltaforge.envelopes import encode_key, encoder_for
+from deltaforge.events import ChangeEvent, Checkpoint, Op
+from deltaforge.observability.metrics import PipelineMetrics
+from deltaforge.processors.builtin import FilterProcessor, MaskProcessor, SelectProcessor
+from deltaforge.protocols import CheckpointStore, Processor
+from deltaforge.sinks.base import Sink
+from deltaforge.sinks.kafka import KafkaSink
+from deltaforge.sinks.redis import RedisSink
+from deltaforge.sinks.stdout import StdoutSink
+from deltaforge.sources.patterns import TablePatterns
+from deltaforge.sources.postgres.connection import PostgresSettings
+from deltaforge.sources.postgres.source import PostgresSource, PostgresSourceConfig
+from deltaforge.spec import Pipeline, Template, resolve
+
+Log = Callable[..., None]
+DEFAULT_CHECKPOINT_DIR = ".deltaforge"
+
+
+class Secrets:
+    """Resolves credentials of one pipeline from the environment and the mounted Secrets."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, secrets_dir: str | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.secrets_dir = secrets_dir
+
+    def __call__(self, credential: Any, field: str) -> str | None:
+        if credential is None:
+            return None
+        return resolve(credential, self.environ, self.secrets_dir, field=field)
+
+
+def _patterns(tables: list[str] | None) -> TablePatterns | None:
+    return TablePatterns(tables) if tables else None
+
+
+def build_processors(pipeline: Pipeline, secrets: Secrets) -> list[Processor]:
+    processors: list[Processor] = []
+    for position, processor in enumerate(pipeline.spec.processors):
+        name = f"{processor.kind}-{position}"
+        if processor.filter is not None:
+            ops = [Op(op) for op in processor.filter.ops] if processor.filter.ops else None
+            processors.append(FilterProcessor(name, ops=ops, tables=_patterns(processor.filter.tables)))
+        elif processor.select is not None:
+            spec = processor.select
+            processors.append(
+                SelectProcessor(
+                    name, tables=_patterns(spec.tables), include=spec.include, exclude=spec.exclude
+                )
+            )
+        elif processor.mask is not None:
+            spec_mask = processor.mask
+            salt = secrets(spec_mask.salt, f"spec.processors[{position}].mask.salt") or ""
+            processors.append(
+                MaskProcessor(
+                    name, tables=_patterns(spec_mask.tables), columns=spec_mask.columns,
+                    method=spec_mask.method.value, salt=salt,
+                )
+            )  # fmt: skip
+    return processors
+
+
+def _router(template: Template) -> Callable[[ChangeEvent], str]:
+    cache: dict[tuple[str, str, str], str] = {}
+
+    def route(event: ChangeEvent) -> str:
+        source = event.source
+        key = (source.db, source.schema, source.table)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = template.render(*key)
+        return found
+
+    return route
+
+
+def _key_function(template: Template | None) -> Callable[[ChangeEvent], bytes | None]:
+    """The Kafka key: the rendered `key` template, or by default the row's primary key."""
+    if template is None:
+        return lambda event: encode_key(event.key)
+    route = _router(template)
+    return lambda event: route(event).encode()
+
+
+def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, log: Log) -> list[Sink]:
+    sinks: list[Sink] = []
+
+    def log_failure(sink: str, error: Exception, delay: float) -> None:
+        log("sink_write_failed", sink=sink, error=str(error), retry_in_seconds=round(delay, 2))
+
+    context = {"pipeline": pipeline.name, "tenant": pipeline.tenant}
+    for position, sink in enumerate(pipeline.spec.sinks):
+        metrics.register_sink(sink.name)
+        if sink.kafka is not None:
+            kafka = sink.kafka
+            key_for = _key_function(Template(kafka.key, **context) if kafka.key else None)
+            kafka_sink = KafkaSink(
+                sink.name,
+                required=sink.required,
+                bootstrap_servers=list(kafka.bootstrap_servers),
+                topic_for=_router(Template(kafka.topic, **context)),
+                key_for=key_for,
+                encode=encoder_for(kafka.envelope.value, pipeline.name),
+                failures=metrics,
+                compression=kafka.compression.value,
+                linger_ms=kafka.linger_ms,
+                max_request_size=int(kafka.max_request_size),
+                client_id=kafka.client_id,
+                log=log_failure,
+            )
+            metrics.sink_backpressure_from(sink.name, kafka_sink.backlog)
+            sinks.append(kafka_sink)
+        elif sink.redis is not None:
+            redis = sink.redis
+            url = secrets(redis.url, f"spec.sinks[{position}].redis.url")
+            assert url is not None
+            sinks.append(
+                RedisSink(
+                    sink.name, required=sink.required, url=url,
+                    stream_for=_router(Template(redis.stream, **context)),
+                    encode=encoder_for(redis.envelope.value, pipeline.name),
+                    failures=metrics, max_len=redis.max_len, log=log_failure,
+                )
+            )  # fmt: skip
+        elif sink.stdout is not None:
+            sinks.append(
+                StdoutSink(
+                    sink.name, required=sink.required,
+                    encode=encoder_for(sink.stdout.envelope.value, pipeline.name), pretty=sink.stdout.pretty,
+                )
+            )  # fmt: skip
+    return sinks
+
+
+def build_checkpoints(pipeline: Pipeline) -> CheckpointStore:
+    """The configured store; without one, a file under ./.deltaforge (in a pod: the ConfigMap)."""
+    checkpoint = pipeline.spec.checkpoint
+    if checkpoint is not None and checkpoint.kubernetes is not None:
+        name = checkpoint.kubernetes.config_map or f"{pipeline.name}-checkpoint"
+        return KubernetesCheckpointStore(name, pipeline.namespace, pipeline=pipeline.name)
+    if checkpoint is not None and checkpoint.file is not None:
+        return FileCheckpointStore(Path(checkpoint.file.path))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return KubernetesCheckpointStore(
+            f"{pipeline.name}-checkpoint", pipeline.namespace, pipeline=pipeline.name
+        )
+    return FileCheckpointStore(Path(DEFAULT_CHECKPOINT_DIR) / f"{pipeline.namespace}.{pipeline.name}.json")
+
+
+def build_source(
+    pipeline: Pipeline, resume: Checkpoint | None, metrics: PipelineMetrics, secrets: Secrets, log: Log
+) -> PostgresSource:
+    postgres = pipeline.spec.source.postgres
+    if postgres is None:
+        raise NotImplementedError("the MySQL/MariaDB source is not available yet: use spec.source.postgres")
+    settings = PostgresSettings(
+        host=postgres.host,
+        port=postgres.port,
+        database=postgres.database,
+        user=secrets(postgres.user, "spec.source.postgres.user") or "",
+        password=secrets(postgres.password, "spec.source.postgres.password"),
+        sslmode=postgres.ssl_mode.value,
+        connect_timeout=float(postgres.connect_timeout),
+        application_name=f"deltaforge-{pipeline.name}"[:63],
+    )
+    config = PostgresSourceConfig(
+        settings=settings,
+        patterns=TablePatterns(list(postgres.tables)),
+        slot=postgres.slot.name or "",
+        create_slot=postgres.slot.create,
+        publication=postgres.publication.name or "",
+        create_publication=postgres.publication.create,
+        heartbeat_interval=float(postgres.heartbeat.interval),
+    )
+    return PostgresSource(config, resume=resume, metrics=metrics, log=log)

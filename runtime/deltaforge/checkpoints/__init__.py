@@ -1,0 +1,1 @@
+"""Checkpoint stores: where a pipeline keeps `(commit position, index)` between runs."""

@@ -1,0 +1,256 @@
+"""The coordinator: source -> bounded queue -> batches at transaction boundaries -> processors ->
+sinks -> checkpoint -> source acknowledgement, in that order and never out of it.
+
+Backpressure: the queue is bounded and a required sink blocks until it accepted a batch, so a slow
+or failing sink stops the source read instead of growing memory. A transaction larger than the
+batch limits is delivered in parts; its checkpoint then records the index reached inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from deltaforge.events import ChangeEvent, Checkpoint, Progress
+from deltaforge.observability.metrics import BatchTrigger
+from deltaforge.protocols import CheckpointStore, CoordinatorMetrics, Item, Processor, Source
+from deltaforge.sinks.base import Sink
+
+_END = object()  # queued when the source returns, so the batcher drains and stops
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_events: int = 2000
+    max_bytes: int = 4 * 1024 * 1024
+    max_delay: float = 0.05
+
+
+@dataclass
+class Batch:
+    items: list[Item]
+    trigger: BatchTrigger
+
+    @property
+    def events(self) -> list[ChangeEvent]:
+        return [item for item in self.items if isinstance(item, ChangeEvent)]
+
+    def checkpoint(self) -> Checkpoint:
+        last = self.items[-1]
+        if isinstance(last, Progress):
+            return Checkpoint(last.position, -1, last.lsn)
+        return Checkpoint(last.source.position, -1 if last.last_in_tx else last.index, last.lsn)
+
+
+@dataclass
+class _Accumulator:
+    """Items read but not yet delivered, and where the last complete transaction ends among them."""
+
+    items: list[Item] = field(default_factory=list)
+    events: int = 0
+    size: int = 0
+    boundary: int = 0  # items[:boundary] hold only complete transactions
+    started: float = 0.0
+
+    def add(self, item: Item) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append(item)
+        if isinstance(item, Progress):
+            self.boundary = len(self.items)
+            return
+        self.events += 1
+        self.size += item.size
+        if item.last_in_tx:
+            self.boundary = len(self.items)
+
+    def take(self, count: int) -> list[Item]:
+        taken, rest = self.items[:count], self.items[count:]
+        self.items, self.events, self.size, self.boundary = [], 0, 0, 0
+        for item in rest:
+            self.add(item)
+        return taken
+
+
+class NonRequiredDelivery:
+    """Feeds a sink that may fail without stopping the pipeline, from a small queue of its own.
+
+    When the queue is full the batch is skipped for that sink (counted), never waited for.
+    """
+
+    def __init__(self, sink: Sink, metrics: CoordinatorMetrics, depth: int = 8) -> None:
+        self.sink, self._metrics = sink, metrics
+        self._queue: asyncio.Queue[list[ChangeEvent] | None] = asyncio.Queue(maxsize=depth)
+        self._task = asyncio.create_task(self._drain(), name=f"sink-{sink.name}")
+
+    def offer(self, events: list[ChangeEvent]) -> None:
+        try:
+            self._queue.put_nowait(events)
+        except asyncio.QueueFull:
+            self._metrics.sink_skipped(self.sink.name, "backpressure", len(events))
+
+    async def _drain(self) -> None:
+        while (events := await self._queue.get()) is not None:
+            started = time.perf_counter()
+            await self.sink.write(events)
+            self._metrics.sink_delivered(self.sink.name, len(events), time.perf_counter() - started)
+
+    async def close(self, grace: float) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._task, grace)
+        except TimeoutError:
+            self._task.cancel()
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        source: Source,
+        sinks: Sequence[Sink],
+        processors: Sequence[Processor],
+        limits: BatchLimits,
+        commit_policy: str,
+        checkpoints: CheckpointStore,
+        metrics: CoordinatorMetrics,
+        queue_capacity: int = 10_000,
+    ) -> None:
+        self.source, self.sinks, self.processors = source, list(sinks), list(processors)
+        self.limits, self.checkpoints, self.metrics = limits, checkpoints, metrics
+        waits_for_all = commit_policy == "all"
+        self._awaited = [sink for sink in self.sinks if sink.required or waits_for_all]
+        self._background_sinks = [sink for sink in self.sinks if sink not in self._awaited]
+        self.queue: asyncio.Queue[Item | object] = asyncio.Queue(maxsize=queue_capacity)
+        self._pending = _Accumulator()
+        self._stopping = asyncio.Event()
+        self._finished = False  # the source ended or a stop was requested: drain, then return
+        self.last_checkpoint: Checkpoint | None = None
+        self.last_delivery = 0.0  # monotonic time of the last delivered batch
+        self.delivered_events = 0
+
+    async def emit(self, item: Item) -> None:
+        await self.queue.put(item)
+
+    def stop(self) -> None:
+        """Stop reading; what was read up to the last complete transaction is still delivered."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        for sink in self.sinks:
+            await sink.start()
+        background = [NonRequiredDelivery(sink, self.metrics) for sink in self._background_sinks]
+        source_task = asyncio.create_task(self._read_source(), name="source")
+        stop_task = asyncio.create_task(self._stopping.wait(), name="stop-signal")
+        try:
+            while True:
+                batch = await self._next_batch(stop_task)
+                if batch is None:
+                    break
+                await self._deliver(batch, background)
+            if source_task.done() and not source_task.cancelled() and source_task.exception():
+                raise source_task.exception()  # type: ignore[misc]
+        finally:
+            await self.source.stop()
+            for task in (source_task, stop_task):
+                task.cancel()
+            await asyncio.gather(source_task, stop_task, return_exceptions=True)
+            for delivery in background:
+                await delivery.close(grace=5)
+            for sink in self.sinks:
+                await sink.close()
+
+    async def _read_source(self) -> None:
+        try:
+            await self.source.run(self.emit)
+        finally:
+            await self.queue.put(_END)
+
+    async def _next_batch(self, stop_task: asyncio.Task[bool]) -> Batch | None:
+        pending, limits = self._pending, self.limits
+        if self._finished:
+            return self._final_batch()
+        while True:
+            if pending.events >= limits.max_events or pending.size >= limits.max_bytes:
+                # Cut at the last complete transaction; a single huge transaction is cut mid-way.
+                return Batch(pending.take(pending.boundary or len(pending.items)), BatchTrigger.LIMITS)
+            timeout = None
+            if pending.boundary:
+                timeout = max(pending.started + limits.max_delay - time.monotonic(), 0)
+            get_task = asyncio.ensure_future(self.queue.get())
+            done, _ = await asyncio.wait(
+                {get_task, stop_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if get_task not in done:
+                get_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get_task
+                if stop_task in done:
+                    self._finished = True
+                    return self._final_batch()
+                return Batch(pending.take(pending.boundary), BatchTrigger.TIMER)
+            item = get_task.result()
+            if item is _END:
+                self._finished = True
+                return self._final_batch()
+            assert isinstance(item, ChangeEvent | Progress)
+            pending.add(item)
+
+    def _final_batch(self) -> Batch | None:
+        """On stop: deliver complete transactions; the partial one replays after restart."""
+        if not self._pending.boundary:
+            return None
+        return Batch(self._pending.take(self._pending.boundary), BatchTrigger.SHUTDOWN)
+
+    def _process(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        for processor in self.processors:
+            started = time.perf_counter()
+            kept = [out for event in events if (out := processor.apply(event)) is not None]
+            self.metrics.processor_latency(processor.name, time.perf_counter() - started)
+            if len(kept) != len(events):
+                self.metrics.processor_dropped(processor.name, len(events) - len(kept))
+            events = kept
+        return events
+
+    async def _deliver(self, batch: Batch, background: list[NonRequiredDelivery]) -> None:
+        started = time.perf_counter()
+        raw = batch.events
+        self.metrics.batch(len(raw), sum(event.size for event in raw))
+        events = self._process(raw)
+        self.metrics.stage_latency("processors", batch.trigger, time.perf_counter() - started)
+        if events:
+            await asyncio.gather(*(self._write(sink, events) for sink in self._awaited))
+            for delivery in background:
+                delivery.offer(events)
+        checkpoint = batch.checkpoint()
+        try:
+            await self.checkpoints.save(checkpoint)
+        except Exception:
+            self.metrics.checkpoint(ok=False)
+            raise
+        self.metrics.checkpoint(ok=True)
+        await self.source.acknowledge(checkpoint)
+        self.last_checkpoint = checkpoint
+        self.last_delivery = time.monotonic()
+        self.delivered_events += len(events)
+        self.metrics.stage_latency("deliver", batch.trigger, time.perf_counter() - started)
+
+    async def _write(self, sink: Sink, events: list[ChangeEvent]) -> None:
+        started = time.perf_counter()
+        await sink.write(events)
+        self.metrics.sink_delivered(sink.name, len(events), time.perf_counter() - started)
+
+    def health(self) -> tuple[bool, str]:
+        """Ready when the source is connected and every awaited sink is writable."""
+        ok, reason = self.source.health()
+        if not ok:
+            return False, f"source: {reason}"
+        for sink in self._awaited:
+            ok, reason = sink.health()
+            if not ok:
+                return False, f"sink {sink.name}: {reason}"
+        return True, "streaming"

@@ -1,0 +1,115 @@
+"""ChangeEvent: one committed row change, the unit every source emits and every sink writes.
+
+Identity is derived from the source position, never from the clock: a change replayed after a
+restart carries the same `event_id`, so consumers can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+Row = dict[str, Any]
+
+
+class Op(StrEnum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # a row read by a snapshot
+    TRUNCATE = "t"
+
+
+class _Unchanged:
+    """A value the source did not send because it did not change (a TOASTed PostgreSQL column).
+
+    Never a null: null is a real value, and a consumer must keep the value it already has.
+    """
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __reduce__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+
+# UUIDv5 namespace for event ids (a fixed random UUID of this project).
+_EVENT_NAMESPACE = uuid.UUID("3f7d7c52-4f0e-4d57-9a55-0b8a3f3f5d1e")
+
+
+def event_id(source_id: str, commit_position: str, index: int) -> str:
+    """Deterministic id of the `index`-th change of the transaction committed at `commit_position`."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{source_id}|{commit_position}|{index}"))
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    """Where a change comes from, in the terms of the source database."""
+
+    connector: str  # "postgres" | "mysql"
+    name: str  # the source id: stable per pipeline and source database
+    db: str
+    schema: str
+    table: str
+    position: str  # commit position: a PostgreSQL LSN "0/16B6C50", a GTID, or "file:pos"
+    commit_ts_us: int | None  # commit time, microseconds since the Unix epoch (UTC)
+    txid: str | None
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    """One row change. `index` orders the change inside its transaction; `last_in_tx` marks the end."""
+
+    op: Op
+    source: SourceInfo
+    before: Row | None
+    after: Row | None
+    key: Row | None
+    index: int
+    last_in_tx: bool
+    event_id: str
+    lsn: int = 0  # PostgreSQL: the commit's end LSN, which the slot is confirmed up to
+    size: int = 0  # approximate bytes as received from the source, for batch limits
+
+    @property
+    def table_path(self) -> str:
+        return f"{self.source.schema}.{self.source.table}"
+
+
+@dataclass(slots=True)
+class Progress:
+    """The source moved to `position` with no row change for us (heartbeat, filtered transaction).
+
+    Flows through the pipeline like an event so the position is acknowledged in order.
+    """
+
+    position: str
+    lsn: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Checkpoint:
+    """Delivered up to the `index`-th change of the transaction committed at `position`.
+
+    `index` is -1 when the whole transaction (or a Progress marker) was delivered. A source resumes
+    after it: a replayed transaction skips the changes at or below the checkpoint's index.
+    """
+
+    position: str
+    index: int = -1
+    lsn: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.index < 0

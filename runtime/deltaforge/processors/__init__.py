@@ -1,0 +1,1 @@
+"""Built-in processors: `filter` (by op and table), `select` (keep or drop columns), `mask` (hash or redact)."""

@@ -1,0 +1,1 @@
+"""Sinks: where change events are written. Each sink is one module behind the `Sink` protocol."""

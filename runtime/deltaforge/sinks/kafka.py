@@ -1,0 +1,170 @@
+"""Kafka sink on aiokafka: idempotent producer, acks=all, compression, `event_id` and position headers.
+
+Delivery is at-least-once: a batch is written again after a failure, with the same event ids and
+keys, so consumers can drop duplicates (the exactly-once mode builds on this with transactions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RequestTimedOutError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
+
+from deltaforge.envelopes import Encoder
+from deltaforge.events import ChangeEvent
+from deltaforge.sinks.base import (
+    Backoff,
+    FailureKind,
+    FailureRecorder,
+    Health,
+    SinkError,
+    retry_until_written,
+)
+
+_KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
+    ((AuthenticationFailedError, SaslAuthenticationFailed, TopicAuthorizationFailedError,
+      ClusterAuthorizationFailedError), FailureKind.AUTH),
+    ((MessageSizeTooLargeError, RecordTooLargeError), FailureKind.MESSAGE_TOO_LARGE),
+    ((KafkaTimeoutError, RequestTimedOutError, asyncio.TimeoutError), FailureKind.TIMEOUT),
+    ((KafkaConnectionError, ConnectionError, OSError), FailureKind.CONNECTION),
+)  # fmt: skip
+
+
+def classify(error: BaseException) -> FailureKind:
+    for types, kind in _KINDS:
+        if isinstance(error, types):
+            return kind
+    return FailureKind.OTHER
+
+
+class KafkaSink:
+    def __init__(
+        self,
+        name: str,
+        *,
+        required: bool,
+        bootstrap_servers: list[str],
+        topic_for: Callable[[ChangeEvent], str],
+        key_for: Callable[[ChangeEvent], bytes | None],
+        encode: Encoder,
+        failures: FailureRecorder,
+        compression: str | None = "lz4",
+        linger_ms: int = 5,
+        max_request_size: int = 1024 * 1024,
+        client_id: str | None = None,
+        log: Callable[[str, SinkError, float], None] | None = None,
+    ) -> None:
+        self.name, self.required = name, required
+        self._bootstrap = bootstrap_servers
+        self._topic_for, self._key_for, self._encode = topic_for, key_for, encode
+        self._failures, self._log = failures, log
+        self._options = {
+            "compression_type": None if compression in (None, "none") else compression,
+            "linger_ms": linger_ms,
+            "max_request_size": max_request_size,
+            "client_id": client_id or f"deltaforge-{name}",
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._health = Health()
+        self._backoff = Backoff()
+
+    async def start(self) -> None:
+        await retry_until_written(
+            self._connect, sink=self.name, health=self._health, failures=self._failures, log=self._log
+        )
+
+    async def _connect(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30_000,
+            retry_backoff_ms=200,
+            **self._options,
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as error:
+            await producer.stop()
+            raise SinkError(
+                classify(error), f"cannot connect to Kafka at {','.join(self._bootstrap)}: {error}"
+            ) from error
+        self._producer = producer
+
+    async def write(self, events: Sequence[ChangeEvent]) -> None:
+        await retry_until_written(
+            lambda: self._write_once(events),
+            sink=self.name,
+            health=self._health,
+            failures=self._failures,
+            on_failure=self._reset_after,
+            backoff=self._backoff,
+            log=self._log,
+        )
+
+    async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
+        if self._producer is None:
+            await self._connect()
+        producer = self._producer
+        assert producer is not None
+        try:
+            records = [
+                (self._topic_for(event), self._encode(event), self._key_for(event), event) for event in events
+            ]
+        except (TypeError, ValueError) as error:
+            raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
+        try:
+            pending = [
+                await producer.send(
+                    topic,
+                    value,
+                    key=key,
+                    headers=[
+                        ("event_id", event.event_id.encode()),
+                        ("position", event.source.position.encode()),
+                    ],
+                )
+                for topic, value, key, event in records
+            ]
+            await asyncio.gather(*pending)
+        except (TimeoutError, KafkaError, OSError) as error:
+            raise SinkError(classify(error), str(error) or type(error).__name__) from error
+
+    async def _reset_after(self, error: SinkError) -> None:
+        """A failed idempotent producer may hold a broken sequence: start a fresh one."""
+        if error.kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT, FailureKind.OTHER) and self._producer:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                await asyncio.wait_for(producer.stop(), timeout=10)
+
+    def backlog(self) -> int:
+        """Records buffered in the producer, for the backpressure gauge."""
+        producer = self._producer
+        if producer is None:
+            return 0
+        accumulator = getattr(producer, "_message_accumulator", None)
+        batches = getattr(accumulator, "_batches", {}) if accumulator is not None else {}
+        return sum(len(queue) for queue in batches.values())
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    def health(self) -> tuple[bool, str]:
+        return self._health.as_tuple()

@@ -1,0 +1,1 @@
+"""Change sources: each reads one kind of database log and yields committed row changes in order."""

@@ -1,0 +1,1 @@
+"""PostgreSQL source: logical replication with the built-in pgoutput plugin, decoded in-process."""

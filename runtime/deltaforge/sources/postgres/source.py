@@ -1,0 +1,332 @@
+"""The PostgreSQL source: pgoutput over a logical replication slot, as ChangeEvents in commit order.
+
+Position rules (see notes/lessons.md): events carry the commit LSN of their transaction and their
+index inside it; the slot is confirmed only up to the end LSN of the last transaction every
+required sink acknowledged. A replayed transaction that was delivered in part is skipped up to
+the checkpoint's index, so a huge transaction is neither lost nor duplicated beyond one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from deltaforge.events import ChangeEvent, Checkpoint, Op, Progress, Row, SourceInfo, event_id
+from deltaforge.protocols import Emit
+from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
+from deltaforge.sources.patterns import TablePatterns
+from deltaforge.sources.postgres import pgoutput
+from deltaforge.sources.postgres.connection import PostgresSettings, connect
+from deltaforge.sources.postgres.preflight import preflight
+from deltaforge.sources.postgres.stream import KEEPALIVE, XLOG_DATA, ReplicationStream, format_lsn
+from deltaforge.sources.postgres.values import convert_tuple, converter_for
+
+HEARTBEAT_PREFIX = "deltaforge.heartbeat"
+STATUS_INTERVAL = 10.0  # seconds between standby status updates when nothing changes
+
+
+class SourceMetrics(Protocol):
+    def source_events(self, table: str, count: int = 1) -> None: ...
+
+    def source_reconnect(self) -> None: ...
+
+    def set_source_lag(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class PostgresSourceConfig:
+    settings: PostgresSettings
+    patterns: TablePatterns
+    slot: str
+    create_slot: bool
+    publication: str
+    create_publication: bool
+    heartbeat_interval: float  # 0 disables heartbeats
+
+    @property
+    def source_id(self) -> str:
+        """The identity of the change stream in event ids: the database and the slot, not the host."""
+        return f"pg:{self.settings.database}:{self.slot}"
+
+
+@dataclass
+class _Table:
+    schema: str
+    name: str
+    columns: list[str]
+    converters: list[Callable[[bytes], Any]]
+    key_positions: list[int]
+    wanted: bool
+
+
+@dataclass
+class _Transaction:
+    position: str
+    commit_ts_us: int
+    xid: str
+    skip_through: int  # indexes at or below were delivered before a restart
+    index: int = 0
+    held: ChangeEvent | None = None  # the newest event, sent once we know whether it is the last
+    infos: dict[int, SourceInfo] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class PostgresSource:
+    name = "postgres"
+
+    def __init__(
+        self,
+        config: PostgresSourceConfig,
+        *,
+        resume: Checkpoint | None,
+        metrics: SourceMetrics,
+        log: Callable[..., None],
+    ) -> None:
+        self.config, self._resume, self._metrics, self._log = config, resume, metrics, log
+        self._stopping = asyncio.Event()
+        self._tables: dict[int, _Table] = {}
+        self._tx: _Transaction | None = None
+        self._received_lsn = 0
+        self._acked_lsn = 0
+        self._reported_lsn = -1
+        self._health: tuple[bool, str] = (False, "connecting")
+        self.last_event_monotonic = time.monotonic()
+        self.position: str | None = None
+
+    # --- the Source protocol ---------------------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        return self._health
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def acknowledge(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.lsn > self._acked_lsn and checkpoint.complete:
+            self._acked_lsn = checkpoint.lsn
+        self._resume = checkpoint
+
+    async def run(self, emit: Emit) -> None:
+        config = self.config
+        plan = await preflight(
+            config.settings,
+            config.patterns,
+            slot=config.slot,
+            create_slot=config.create_slot,
+            publication=config.publication,
+            create_publication=config.create_publication,
+        )
+        self._log(
+            "source_ready",
+            tables=[f"{schema}.{table}" for schema, table in plan.tables],
+            slot=config.slot,
+            slot_created=plan.slot_created,
+            publication=config.publication,
+        )
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self._stream(emit)
+                return
+            except SourceConfigError as error:
+                self._health = (False, str(error))
+                raise
+            except (SourceUnavailable, psycopg.Error, OSError) as error:
+                if self._stopping.is_set():
+                    return
+                self._health = (False, f"reconnecting: {error}")
+                self._metrics.source_reconnect()
+                delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+                self._log("source_reconnecting", error=str(error), retry_in_seconds=round(delay, 2))
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # --- streaming -----------------------------------------------------------------------
+    async def _stream(self, emit: Emit) -> None:
+        connection = await connect(self.config.settings, replication=True)
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            stream = ReplicationStream(connection)
+            await stream.start(self.config.slot, self.config.publication)
+            self._health = (True, "streaming")
+            self._tables.clear()
+            self._tx = None
+            decoder = pgoutput.PgOutputDecoder()
+            if self.config.heartbeat_interval > 0:
+                heartbeat = asyncio.create_task(self._heartbeats(), name="postgres-heartbeat")
+            last_status = 0.0
+            while not self._stopping.is_set():
+                for frame in await stream.read(wait_seconds=0.2):
+                    kind = frame[0]
+                    if kind == 0x77:  # 'w' XLogData
+                        end = XLOG_DATA.unpack_from(frame)[2]
+                        self._received_lsn = max(self._received_lsn, end)
+                        await self._handle(decoder.decode(frame[XLOG_DATA.size :]), emit, len(frame))
+                    elif kind == 0x6B and KEEPALIVE.unpack_from(frame)[3]:  # 'k' asking for a reply
+                        last_status = 0.0
+                now = time.monotonic()
+                if self._acked_lsn != self._reported_lsn or now - last_status > STATUS_INTERVAL:
+                    await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
+                    self._reported_lsn, last_status = self._acked_lsn, now
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+            await connection.close()
+
+    async def _heartbeats(self) -> None:
+        """A non-transactional logical message in our database now and then, so an idle slot advances."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                connection = await connect(self.config.settings)
+                try:
+                    await connection.execute(
+                        "SELECT pg_logical_emit_message(false, %s, '')", [HEARTBEAT_PREFIX]
+                    )
+                finally:
+                    await connection.close()
+            except (SourceUnavailable, SourceConfigError, psycopg.Error, OSError) as error:
+                self._log("heartbeat_failed", error=str(error))
+
+    async def _handle(self, message: pgoutput.Message, emit: Emit, size: int) -> None:
+        if isinstance(message, pgoutput.Insert | pgoutput.Update | pgoutput.Delete):
+            await self._change(message, emit, size)
+        elif isinstance(message, pgoutput.Begin):
+            position = format_lsn(message.final_lsn)
+            resume = self._resume
+            skip = (
+                resume.index
+                if resume is not None and resume.position == position and not resume.complete
+                else -1
+            )
+            self._tx = _Transaction(position, message.commit_ts_us, str(message.xid), skip)
+        elif isinstance(message, pgoutput.Commit):
+            await self._commit(message, emit)
+        elif isinstance(message, pgoutput.Relation):
+            self._relation(message)
+        elif isinstance(message, pgoutput.Truncate):
+            for relation_id in message.relation_ids:
+                await self._emit_event(Op.TRUNCATE, relation_id, emit=emit, size=size)
+        elif (
+            isinstance(message, pgoutput.LogicalMessage)
+            and not message.transactional
+            and message.prefix == HEARTBEAT_PREFIX
+            and self._tx is None
+        ):
+            await emit(Progress(format_lsn(message.lsn), message.lsn))
+
+    def _relation(self, relation: pgoutput.Relation) -> None:
+        schema = relation.namespace or "pg_catalog"
+        self._tables[relation.relation_id] = _Table(
+            schema=schema,
+            name=relation.name,
+            columns=[column.name for column in relation.columns],
+            converters=[converter_for(column.type_oid) for column in relation.columns],
+            key_positions=[index for index, column in enumerate(relation.columns) if column.is_key],
+            wanted=self.config.patterns.matches(schema, relation.name),
+        )
+
+    async def _change(
+        self, message: pgoutput.Insert | pgoutput.Update | pgoutput.Delete, emit: Emit, size: int
+    ) -> None:
+        table = self._tables.get(message.relation_id)
+        if table is None:
+            raise SourceUnavailable(
+                f"a change for relation {message.relation_id} arrived before its Relation message"
+            )
+        if not table.wanted:
+            self._skip_index()
+            return
+        relation, before, after = message.relation_id, None, None
+        if isinstance(message, pgoutput.Insert):
+            op, after = Op.CREATE, self._row(table, message.new)
+        elif isinstance(message, pgoutput.Update):
+            op, after = Op.UPDATE, self._row(table, message.new)
+            before = None if message.old is None else self._old_row(table, message.old, message.old_is_key)
+        else:
+            op, before = Op.DELETE, self._old_row(table, message.old, message.old_is_key)
+        key = self._key(table, after if after is not None else before)
+        await self._emit_event(op, relation, before=before, after=after, key=key, emit=emit, size=size)
+
+    def _skip_index(self) -> None:
+        """Changes of tables we do not stream still take an index, so event ids never depend on
+        which tables a pipeline selects."""
+        if self._tx is not None:
+            self._tx.index += 1
+
+    @staticmethod
+    def _row(table: _Table, values: pgoutput.TupleValues) -> Row:
+        return dict(zip(table.columns, convert_tuple(table.converters, values), strict=True))
+
+    def _old_row(self, table: _Table, values: pgoutput.TupleValues, only_key: bool) -> Row:
+        """A 'K' old tuple holds real values only in key columns: the others are not fake nulls."""
+        row = self._row(table, values)
+        if only_key:
+            return {table.columns[index]: row[table.columns[index]] for index in table.key_positions}
+        return row
+
+    @staticmethod
+    def _key(table: _Table, row: Row | None) -> Row | None:
+        if row is None or not table.key_positions:
+            return None
+        return {table.columns[index]: row.get(table.columns[index]) for index in table.key_positions}
+
+    async def _emit_event(
+        self,
+        op: Op,
+        relation_id: int,
+        *,
+        emit: Emit,
+        size: int,
+        before: Row | None = None,
+        after: Row | None = None,
+        key: Row | None = None,
+    ) -> None:
+        tx = self._tx
+        table = self._tables.get(relation_id)
+        if tx is None or table is None or not table.wanted:
+            self._skip_index()
+            return
+        index = tx.index
+        tx.index += 1
+        if index <= tx.skip_through:
+            return
+        info = tx.infos.get(relation_id)
+        if info is None:
+            info = tx.infos[relation_id] = SourceInfo(
+                "postgres", self.config.source_id, self.config.settings.database, table.schema, table.name,
+                tx.position, tx.commit_ts_us, tx.xid,
+            )  # fmt: skip
+        event = ChangeEvent(
+            op=op, source=info, before=before, after=after, key=key, index=index, last_in_tx=False,
+            event_id=event_id(self.config.source_id, tx.position, index), size=size,
+        )  # fmt: skip
+        path = f"{table.schema}.{table.name}"
+        tx.counts[path] = tx.counts.get(path, 0) + 1
+        if tx.held is not None:
+            await emit(tx.held)
+        tx.held = event
+
+    async def _commit(self, commit: pgoutput.Commit, emit: Emit) -> None:
+        tx, self._tx = self._tx, None
+        if tx is None:
+            return
+        if tx.held is not None:
+            tx.held.last_in_tx, tx.held.lsn = True, commit.end_lsn
+            await emit(tx.held)
+            self.last_event_monotonic = time.monotonic()
+            for table, count in tx.counts.items():
+                self._metrics.source_events(table, count)
+            self._metrics.set_source_lag(max(time.time() - commit.commit_ts_us / 1_000_000, 0.0))
+        else:
+            await emit(Progress(tx.position, commit.end_lsn))
+        self.position = tx.position

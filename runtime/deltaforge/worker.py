@@ -1,0 +1,149 @@
+"""Running one pipeline: wire the parts, serve /metrics /healthz /readyz /status, stop on SIGTERM.
+
+SIGTERM stops the source read, delivers what was read up to the last complete transaction,
+writes the checkpoint, acknowledges the source and exits 0: a rolling restart loses nothing and
+replays nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from deltaforge import __version__
+from deltaforge.assembly import Secrets, build_checkpoints, build_processors, build_sinks, build_source
+from deltaforge.coordinator import BatchLimits, Coordinator
+from deltaforge.observability.http import ObservabilityServer
+from deltaforge.observability.logging import get_logger
+from deltaforge.observability.metrics import LifecycleAction, LifecycleResult, PipelineMetrics
+from deltaforge.observability.panics import install_panic_hooks
+from deltaforge.sources.errors import SourceConfigError
+from deltaforge.sources.postgres.source import PostgresSource
+from deltaforge.spec import Pipeline
+
+STUCK_AFTER_SECONDS = 300.0  # liveness fails when a healthy pipeline delivered nothing for this long
+
+
+class WorkerHealth:
+    """The worker's answers to /healthz, /readyz and /status, from observed facts only."""
+
+    def __init__(self, pipeline: Pipeline, coordinator: Coordinator, source: PostgresSource) -> None:
+        self.pipeline, self.coordinator, self.source = pipeline, coordinator, source
+        self.started = time.monotonic()
+        self.fatal: str | None = None
+
+    def liveness(self) -> tuple[bool, str]:
+        if self.fatal:
+            return False, self.fatal
+        waiting = self.coordinator.queue.qsize()
+        idle = time.monotonic() - max(self.coordinator.last_delivery, self.started)
+        ready, _ = self.coordinator.health()
+        if waiting and ready and idle > STUCK_AFTER_SECONDS:
+            return False, f"{waiting} events waiting and nothing delivered for {idle:.0f} s"
+        return True, "alive"
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.fatal:
+            return False, self.fatal
+        return self.coordinator.health()
+
+    def status(self) -> Mapping[str, Any]:
+        checkpoint = self.coordinator.last_checkpoint
+        ready, reason = self.readiness()
+        return {
+            "pipeline": self.pipeline.name,
+            "namespace": self.pipeline.namespace,
+            "tenant": self.pipeline.tenant,
+            "version": __version__,
+            "ready": ready,
+            "reason": reason,
+            "position": checkpoint.position if checkpoint else None,
+            "checkpoint": {"position": checkpoint.position, "index": checkpoint.index}
+            if checkpoint
+            else None,
+            "deliveredEvents": self.coordinator.delivered_events,
+            "queueDepth": self.coordinator.queue.qsize(),
+            "lastEventAgeSeconds": round(time.monotonic() - self.source.last_event_monotonic, 3),
+            "sinks": {
+                sink.name: dict(zip(("healthy", "reason"), sink.health(), strict=True))
+                for sink in self.coordinator.sinks
+            },
+        }
+
+
+async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, secrets: Secrets) -> int:
+    """Stream until SIGTERM/SIGINT (exit 0) or a configuration error (exit 1, message logged)."""
+    log = get_logger("deltaforge.worker", pipeline=pipeline.name, tenant=pipeline.tenant)
+    source_kind = pipeline.spec.source.kind
+    metrics = PipelineMetrics(pipeline.name, tenant=pipeline.tenant, source=source_kind)
+    restore_hooks = install_panic_hooks(metrics, log)
+    try:
+        if pipeline.spec.state.value != "running":
+            log.info("pipeline_not_running", state=pipeline.spec.state.value)
+            return 0
+
+        def say(event: str, **fields: Any) -> None:
+            log.info(event, **fields)
+
+        checkpoints = build_checkpoints(pipeline)
+        resume = await checkpoints.load()
+        source = build_source(pipeline, resume, metrics, secrets, say)
+        batch = pipeline.spec.batch
+        coordinator = Coordinator(
+            source=source,
+            sinks=build_sinks(pipeline, metrics, secrets, say),
+            processors=build_processors(pipeline, secrets),
+            limits=BatchLimits(int(batch.max_events), int(batch.max_bytes), float(batch.max_delay)),
+            commit_policy=pipeline.spec.commit_policy.value,
+            checkpoints=checkpoints,
+            metrics=metrics,
+        )
+        metrics.channel_depth_from(coordinator.queue.qsize)
+        health = WorkerHealth(pipeline, coordinator, source)
+        server = ObservabilityServer(metrics, health, host=http_host, port=http_port)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, coordinator.stop)
+        watcher = asyncio.create_task(_watch_readiness(server, health), name="readiness")
+        log.info(
+            "pipeline_starting",
+            source=source_kind,
+            resume=str(resume) if resume else None,
+            http_port=server.port,
+        )
+        metrics.lifecycle(LifecycleAction.START, LifecycleResult.SUCCESS)
+        try:
+            await coordinator.run()
+        except SourceConfigError as error:
+            health.fatal = str(error)
+            server.readiness.update(False, str(error))
+            metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.ERROR)
+            log.error("pipeline_failed", reason=str(error))
+            return 1
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await checkpoints.close()
+            await server.stop()
+        metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.SUCCESS)
+        log.info(
+            "pipeline_stopped",
+            checkpoint=str(coordinator.last_checkpoint),
+            delivered=coordinator.delivered_events,
+        )
+        return 0
+    finally:
+        restore_hooks()
+
+
+async def _watch_readiness(server: ObservabilityServer, health: WorkerHealth) -> None:
+    """Readiness transitions are logged with their reason and counted, once per change."""
+    while True:
+        server.readiness.update(*health.readiness())
+        await asyncio.sleep(0.5)
