@@ -144,7 +144,10 @@ class PipelineSpec(SpecModel):
     )
     state: State = Field(
         default=State.RUNNING,
-        description="`running` streams changes; `paused` keeps the worker but stops reading; `stopped` removes the worker.",
+        description=(
+            "`running` streams changes; `paused` and `stopped` stop streaming and keep the position "
+            "(in a cluster the worker scales to zero; a standalone `deltaforge run` exits at once)."
+        ),
     )
     source: SourceSpec = Field(description="The database to capture changes from.")
     processors: list[ProcessorSpec] = Field(
@@ -165,7 +168,10 @@ class PipelineSpec(SpecModel):
     )
     checkpoint: CheckpointSpec | None = Field(
         default=None,
-        description="Where the acknowledged source position is stored. Default: chosen by how the pipeline runs.",
+        description=(
+            "Where the acknowledged source position is stored. Default: in a pod, the ConfigMap "
+            "`<pipeline name>-checkpoint`; elsewhere, the file `.deltaforge/<namespace>.<name>.json`."
+        ),
     )
 
     @field_validator("sinks")

@@ -75,8 +75,9 @@ class MaskSpec(SpecModel):
     method: MaskMethod = Field(
         default=MaskMethod.HASH,
         description=(
-            "`hash` replaces a value with its hash, keyed with `salt` when set (equal values stay "
-            "equal, so joins still work); `redact` replaces it with null."
+            "`hash` replaces a value with its HMAC-SHA256 hex digest, keyed with `salt` when set (equal "
+            "values stay equal, so joins still work); `redact` replaces it with the string `***`. "
+            "Nulls stay null. Masked columns are masked in the key too."
         ),
     )
     salt: CredentialField | None = Field(

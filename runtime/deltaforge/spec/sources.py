@@ -106,8 +106,9 @@ class PublicationSpec(SpecModel):
     create: bool = Field(
         default=False,
         description=(
-            "Create the publication for the listed tables if it does not exist (needs the CREATE "
-            "privilege on the database); when false it must already exist."
+            "Create the publication for the matching tables if it does not exist, and add newly "
+            "matching tables at start (needs the CREATE privilege on the database and ownership of "
+            "the tables); when false it must already exist and include every matching table."
         ),
     )
 
