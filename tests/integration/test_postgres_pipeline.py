@@ -108,7 +108,8 @@ def test_changes_arrive_in_kafka_and_redis_typed_and_in_order(
             writer.execute("TRUNCATE order_items")
             writer.commit()
 
-        orders = values(consume(kafka_server.kafka_bootstrap, [f"{topic_prefix}.orders"], 3))
+        order_records = consume(kafka_server.kafka_bootstrap, [f"{topic_prefix}.orders"], 3)
+        orders = values(order_records)
         items = values(consume(kafka_server.kafka_bootstrap, [f"{topic_prefix}.order_items"], 5))
         status, body = worker.get("/metrics")
         assert status == 200
@@ -133,6 +134,10 @@ def test_changes_arrive_in_kafka_and_redis_typed_and_in_order(
         "big": big,
     }
     assert orders[0]["key"] == {"id": 1}
+    assert order_records[0].key == b'{"id":1}', "the default Kafka key is the primary key"
+    headers = dict(order_records[0].headers)
+    assert headers["event_id"].decode() == orders[0]["id"]
+    assert headers["position"].decode() == orders[0]["source"]["position"]
     updated = orders[1]
     assert updated["after"]["qty"] == 3
     assert updated["after"]["big"] == {"__unchanged__": True}, (
@@ -158,3 +163,29 @@ def test_changes_arrive_in_kafka_and_redis_typed_and_in_order(
     assert [fields["op"] for _, fields in streamed] == ["c", "u", "d"]
     assert streamed[0][1]["event_id"] == orders[0]["id"]
     assert "deltaforge_source_events_total" in body
+
+
+def test_worker_creates_its_publication_for_the_matching_tables(
+    pg_database: PgDatabase, redis_namespace: RedisNamespace, kafka_server: Settings, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_database.admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE order_a (id int PRIMARY KEY); CREATE TABLE order_b (id int PRIMARY KEY)")
+        admin.execute("CREATE TABLE invoices (id int PRIMARY KEY)")
+        # Creating a publication takes CREATE on the database and ownership of the tables.
+        admin.execute(f"GRANT CREATE ON DATABASE {pg_database.name} TO {PG_CDC_USER}")
+        for table in ("order_a", "order_b", "invoices"):
+            admin.execute(f"ALTER TABLE {table} OWNER TO {PG_CDC_USER}")
+    manifest = _manifest(pg_database, kafka_server, unique_name("pg"), redis_namespace)
+    manifest["spec"]["source"]["postgres"]["tables"] = ["public.order_*"]
+    manifest["spec"]["source"]["postgres"]["publication"]["create"] = True
+    topic_prefix = manifest["spec"]["sinks"][0]["kafka"]["topic"].split(".")[0]
+    with running_worker(write_manifest(tmp_path, manifest), env={"PG_PASSWORD": PG_CDC_PASSWORD}):
+        with psycopg.connect(pg_database.admin_dsn, autocommit=True) as admin:
+            published = admin.execute(
+                "SELECT tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1",
+                [pg_database.name],
+            ).fetchall()
+            admin.execute("INSERT INTO order_b VALUES (7)")
+        records = values(consume(kafka_server.kafka_bootstrap, [f"{topic_prefix}.order_b"], 1))
+    assert [name for (name,) in published] == ["order_a", "order_b"]
+    assert [record["after"] for record in records] == [{"id": 7}]

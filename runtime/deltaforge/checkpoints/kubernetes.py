@@ -28,7 +28,8 @@ def _api() -> client.CoreV1Api:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        # The client reads $KUBECONFIG once, at import; read it at call time instead.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     return client.CoreV1Api()
 
 

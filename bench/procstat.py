@@ -1,0 +1,87 @@
+"""CPU time and peak memory of a process, from /proc (Linux), and a watcher for short-lived ones.
+
+`/proc/<pid>/stat` fields 14 and 15 (utime, stime) are in clock ticks; `VmHWM` in
+`/proc/<pid>/status` is the peak resident set size in KiB. Both cover the whole life of the
+process up to the moment they are read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process used so far (its own threads, not its children)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces and parentheses: split after its closing one.
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The high-water mark of the resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"/proc/{pid}/status has no VmHWM line")
+
+
+class CpuWatch:
+    """Samples the CPU seconds of a process that may exit on its own (a walsender whose client left).
+
+    The pid is looked up by `find_pid` (None until the process exists); the last sample taken
+    before the process vanished is kept, so the figure may miss up to `interval` of CPU time.
+    """
+
+    def __init__(self, find_pid: Callable[[], int | None], *, interval: float = 0.05, find_interval: float = 0.02) -> None:
+        self._find_pid = find_pid
+        self._interval, self._find_interval = interval, find_interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.pid: int | None = None
+        self._last: float | None = None
+        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+
+    def start(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.pid is None:
+            try:
+                self.pid = self._find_pid()
+            except Exception:  # a failed look-up only costs the extra figure, never the run
+                self.pid = None
+            if self.pid is None:
+                self._stop.wait(self._find_interval)
+        while not self._stop.is_set() and self.sample() is not None:
+            self._stop.wait(self._interval)
+
+    def sample(self) -> float | None:
+        """Read the CPU seconds now; None once the process is gone (the last value stays in `last`)."""
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            value = cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            return None
+        with self._lock:
+            self._last = value
+        return value
+
+    @property
+    def last(self) -> float | None:
+        with self._lock:
+            return self._last
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.last
