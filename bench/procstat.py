@@ -32,23 +32,32 @@ def peak_rss_mib(pid: int) -> float:
     raise ValueError(f"/proc/{pid}/status has no VmHWM line")
 
 
-class CpuWatch:
-    """Samples the CPU seconds of a process that may exit on its own (a walsender whose client left).
+class ProcWatch:
+    """Samples a process that may exit on its own: CPU seconds and VmHWM, every `interval`.
 
-    The pid is looked up by `find_pid` (None until the process exists); the last sample taken
-    before the process vanished is kept, so the figure may miss up to `interval` of CPU time.
+    The pid is looked up by `find_pid` (None until the process exists). The last sample taken
+    before the process vanished is kept, so a figure may miss up to `interval` of CPU time; the
+    peak RSS is a high-water mark and is normally reached long before the end.
     """
 
-    def __init__(self, find_pid: Callable[[], int | None], *, interval: float = 0.05, find_interval: float = 0.02) -> None:
-        self._find_pid = find_pid
+    def __init__(
+        self,
+        find_pid: Callable[[], int | None],
+        *,
+        interval: float = 0.05,
+        find_interval: float = 0.02,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self._find_pid, self._close = find_pid, close
         self._interval, self._find_interval = interval, find_interval
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.pid: int | None = None
-        self._last: float | None = None
-        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+        self._cpu: float | None = None
+        self._rss: float | None = None
+        self._thread = threading.Thread(target=self._run, name="proc-watch", daemon=True)
 
-    def start(self) -> CpuWatch:
+    def start(self) -> ProcWatch:
         self._thread.start()
         return self
 
@@ -56,32 +65,38 @@ class CpuWatch:
         while not self._stop.is_set() and self.pid is None:
             try:
                 self.pid = self._find_pid()
-            except Exception:  # a failed look-up only costs the extra figure, never the run
+            except Exception:  # a failed look-up only costs an extra figure, never the run
                 self.pid = None
             if self.pid is None:
                 self._stop.wait(self._find_interval)
+        if self._close is not None:
+            self._close()
         while not self._stop.is_set() and self.sample() is not None:
             self._stop.wait(self._interval)
 
     def sample(self) -> float | None:
-        """Read the CPU seconds now; None once the process is gone (the last value stays in `last`)."""
+        """Read the process now and return its CPU seconds; None once it is gone."""
         pid = self.pid
         if pid is None:
             return None
         try:
-            value = cpu_seconds(pid)
+            cpu, rss = cpu_seconds(pid), peak_rss_mib(pid)
         except (OSError, ValueError, IndexError):
             return None
         with self._lock:
-            self._last = value
-        return value
+            self._cpu, self._rss = cpu, rss
+        return cpu
 
     @property
-    def last(self) -> float | None:
+    def cpu(self) -> float | None:
         with self._lock:
-            return self._last
+            return self._cpu
 
-    def stop(self) -> float | None:
+    @property
+    def peak_rss(self) -> float | None:
+        with self._lock:
+            return self._rss
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        return self.last

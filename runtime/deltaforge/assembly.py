@@ -22,6 +22,8 @@ from deltaforge.sinks.base import Sink
 from deltaforge.sinks.kafka import KafkaSink
 from deltaforge.sinks.redis import RedisSink
 from deltaforge.sinks.stdout import StdoutSink
+from deltaforge.sources.mysql.config import MysqlSettings, MysqlSourceConfig, derive_server_id
+from deltaforge.sources.mysql.source import MysqlSource
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres.connection import PostgresSettings
 from deltaforge.sources.postgres.source import PostgresSource, PostgresSourceConfig
@@ -163,10 +165,12 @@ def build_checkpoints(pipeline: Pipeline) -> CheckpointStore:
 
 def build_source(
     pipeline: Pipeline, resume: Checkpoint | None, metrics: PipelineMetrics, secrets: Secrets, log: Log
-) -> PostgresSource:
+) -> PostgresSource | MysqlSource:
+    mysql = pipeline.spec.source.mysql
+    if mysql is not None:
+        return _build_mysql_source(pipeline, resume, metrics, secrets, log)
     postgres = pipeline.spec.source.postgres
-    if postgres is None:
-        raise NotImplementedError("the MySQL/MariaDB source is not available yet: use spec.source.postgres")
+    assert postgres is not None, "validation guarantees one source"
     settings = PostgresSettings(
         host=postgres.host,
         port=postgres.port,
@@ -187,3 +191,26 @@ def build_source(
         heartbeat_interval=float(postgres.heartbeat.interval),
     )
     return PostgresSource(config, resume=resume, metrics=metrics, log=log)
+
+
+def _build_mysql_source(
+    pipeline: Pipeline, resume: Checkpoint | None, metrics: PipelineMetrics, secrets: Secrets, log: Log
+) -> MysqlSource:
+    mysql = pipeline.spec.source.mysql
+    assert mysql is not None
+    settings = MysqlSettings(
+        host=mysql.host,
+        port=mysql.port,
+        user=secrets(mysql.user, "spec.source.mysql.user") or "",
+        password=secrets(mysql.password, "spec.source.mysql.password"),
+        ssl_mode=mysql.ssl_mode.value,
+        connect_timeout=float(mysql.connect_timeout),
+    )
+    config = MysqlSourceConfig(
+        settings=settings,
+        patterns=TablePatterns(list(mysql.tables)),
+        server_id=mysql.server_id or derive_server_id(pipeline.namespace, pipeline.name),
+        heartbeat_interval=float(mysql.heartbeat.interval),
+        pipeline=f"{pipeline.namespace}/{pipeline.name}",
+    )
+    return MysqlSource(config, resume=resume, metrics=metrics, log=log)

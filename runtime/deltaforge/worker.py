@@ -12,7 +12,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from deltaforge import __version__
 from deltaforge.assembly import Secrets, build_checkpoints, build_processors, build_sinks, build_source
@@ -21,17 +21,25 @@ from deltaforge.observability.http import ObservabilityServer
 from deltaforge.observability.logging import get_logger
 from deltaforge.observability.metrics import LifecycleAction, LifecycleResult, PipelineMetrics
 from deltaforge.observability.panics import install_panic_hooks
+from deltaforge.protocols import Source
 from deltaforge.sources.errors import SourceConfigError
-from deltaforge.sources.postgres.source import PostgresSource
 from deltaforge.spec import Pipeline
 
 STUCK_AFTER_SECONDS = 300.0  # liveness fails when a healthy pipeline delivered nothing for this long
+SHUTDOWN_GRACE_SECONDS = 2.0  # how long an exit waits for closed HTTP connections to wind down
+
+
+class ObservedSource(Source, Protocol):
+    """A source, plus when it last produced an event (for /status)."""
+
+    @property
+    def last_event_monotonic(self) -> float: ...
 
 
 class WorkerHealth:
     """The worker's answers to /healthz, /readyz and /status, from observed facts only."""
 
-    def __init__(self, pipeline: Pipeline, coordinator: Coordinator, source: PostgresSource) -> None:
+    def __init__(self, pipeline: Pipeline, coordinator: Coordinator, source: ObservedSource) -> None:
         self.pipeline, self.coordinator, self.source = pipeline, coordinator, source
         self.started = time.monotonic()
         self.fatal: str | None = None
@@ -105,7 +113,17 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         metrics.channel_depth_from(coordinator.queue.qsize)
         health = WorkerHealth(pipeline, coordinator, source)
         server = ObservabilityServer(metrics, health, host=http_host, port=http_port)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as error:  # the port is taken or the address is not ours: a user error
+            await checkpoints.close()
+            metrics.lifecycle(LifecycleAction.START, LifecycleResult.ERROR)
+            log.error(
+                "pipeline_failed",
+                reason=f"cannot serve /metrics, /healthz and /readyz on {http_host}:{http_port}: "
+                f"{error.strerror or error}; choose another --http-port (or $DELTAFORGE_HTTP_PORT)",
+            )
+            return 1
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, coordinator.stop)
@@ -131,6 +149,7 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
                 await watcher
             await checkpoints.close()
             await server.stop()
+            await _let_closing_tasks_finish(SHUTDOWN_GRACE_SECONDS)
         metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.SUCCESS)
         log.info(
             "pipeline_stopped",
@@ -140,6 +159,20 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         return 0
     finally:
         restore_hooks()
+
+
+async def _let_closing_tasks_finish(grace: float) -> None:
+    """Waits (bounded) for tasks that are ending, such as HTTP connections `server.stop()` closed.
+
+    Whatever is left when `run_pipeline` returns is cancelled by `asyncio.run`, and on Python 3.11
+    a cancelled `asyncio.start_server` connection task makes asyncio log a spurious
+    "Exception in callback ... CancelledError" traceback: a probe that arrived just before exit
+    would put a traceback in the log of every clean stop or fail-fast exit.
+    """
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=grace)
 
 
 async def _watch_readiness(server: ObservabilityServer, health: WorkerHealth) -> None:

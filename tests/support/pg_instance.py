@@ -80,7 +80,9 @@ def _run(argv: Sequence[str], what: str, timeout: float) -> None:
             check=False,
         )
     except FileNotFoundError:
-        pytest.fail(f"{what}: {argv[0]} is not installed (PostgreSQL 15 binaries expected in {PG_BIN})")
+        pytest.fail(
+            f"{what}: {argv[0]} is not installed (PostgreSQL 15 binaries expected in {PG_BIN})", pytrace=False
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{what}: `{' '.join(argv)}` did not finish within {timeout:.0f} s", pytrace=False)
     if completed.returncode != 0:

@@ -78,7 +78,13 @@ async def _request(port: int, method: str, path: str, *headers: str) -> Response
 
 
 def _requests(metrics: PipelineMetrics, route: str, method: str, status: int) -> float | None:
-    labels = {"route": route, "method": method, "status": str(status)}
+    labels = {
+        "pipeline": metrics.pipeline,
+        "tenant": metrics.tenant,
+        "route": route,
+        "method": method,
+        "status": str(status),
+    }
     return metrics.registry.get_sample_value("deltaforge_api_requests_total", labels)
 
 
@@ -98,7 +104,7 @@ async def test_metrics_endpoint_serves_the_registry(
         in text
     )
     assert _requests(metrics, "/metrics", "GET", 200) == 1
-    duration = {"route": "/metrics", "method": "GET"}
+    duration = {"pipeline": "orders", "tenant": "shop", "route": "/metrics", "method": "GET"}
     assert metrics.registry.get_sample_value("deltaforge_api_request_duration_seconds_count", duration) == 1
 
 

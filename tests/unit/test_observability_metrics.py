@@ -62,9 +62,6 @@ def test_every_pipeline_series_carries_pipeline_and_tenant() -> None:
     text = generate_latest(metrics.registry).decode()
 
     for family in text_string_to_metric_families(text):
-        if family.name.startswith("deltaforge_api_"):
-            assert all("pipeline" not in s.labels for s in family.samples)
-            continue
         for sample in family.samples:
             assert sample.labels["pipeline"] == "orders", sample
             assert sample.labels["tenant"] == "shop", sample
@@ -90,7 +87,8 @@ def test_component_labels_and_values() -> None:
     assert value("deltaforge_readiness_transitions_total", {**PT, "to": "ready"}) == 1
     assert value("deltaforge_panics_total", {**PT, "component": "main"}) == 1
     assert (
-        value("deltaforge_api_requests_total", {"route": "/metrics", "method": "GET", "status": "200"}) == 1
+        value("deltaforge_api_requests_total", {**PT, "route": "/metrics", "method": "GET", "status": "200"})
+        == 1
     )
     assert value("deltaforge_pipeline_info", {**PT, "version": "9.9.9", "source": "postgres"}) == 1
     assert value("deltaforge_sink_backpressure", {**PT, "sink": "events"}) == 42

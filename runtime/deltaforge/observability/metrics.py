@@ -223,13 +223,13 @@ class PipelineMetrics:
         self._api_requests = Counter(
             "deltaforge_api_requests",
             "Requests to the worker's HTTP endpoints.",
-            ("route", "method", "status"),
+            (*pt, "route", "method", "status"),
             registry=reg,
         )
         self._api_duration = Histogram(
             "deltaforge_api_request_duration_seconds",
             "Time to answer a request to the worker's HTTP endpoints.",
-            ("route", "method"),
+            (*pt, "route", "method"),
             buckets=API_LATENCY_BUCKETS,
             registry=reg,
         )
@@ -345,5 +345,5 @@ class PipelineMetrics:
         self._panics.get(component).inc()
 
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._api_requests.labels(route, method, str(status)).inc()
-        self._api_duration.labels(route, method).observe(seconds)
+        self._api_requests.labels(self.pipeline, self.tenant, route, method, str(status)).inc()
+        self._api_duration.labels(self.pipeline, self.tenant, route, method).observe(seconds)

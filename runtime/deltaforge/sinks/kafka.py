@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -44,6 +45,29 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
 )  # fmt: skip
 
 
+METADATA_RETRY_PAUSE = 1.0  # seconds between metadata attempts while no broker answers
+
+
+def _pace_failed_metadata_updates(client: Any, pause: float) -> None:
+    """Space out metadata refreshes that failed, on one producer's client.
+
+    While no broker answers, aiokafka's sender loop waits on `force_metadata_update()` with no
+    backoff, and a refused connection fails it at once: the loop spins, one CPU core at 100 % and
+    about a thousand error lines a second for the whole outage. A failed refresh now completes
+    only after `pause`, as Kafka's Java client backs off reconnects (reconnect.backoff.max.ms).
+    """
+    force = client.force_metadata_update
+
+    async def settle(update: Awaitable[Any]) -> bool:
+        updated = bool(await update)
+        if not updated:
+            await asyncio.sleep(pause)
+        return updated
+
+    # The refresh starts at the call, exactly as before; only a failed one is reported later.
+    client.force_metadata_update = lambda: asyncio.ensure_future(settle(force()))
+
+
 def classify(error: BaseException) -> FailureKind:
     for types, kind in _KINDS:
         if isinstance(error, types):
@@ -67,11 +91,13 @@ class KafkaSink:
         max_request_size: int = 1024 * 1024,
         client_id: str | None = None,
         log: Callable[[str, SinkError, float], None] | None = None,
+        stall_after: float = 5.0,
     ) -> None:
         self.name, self.required = name, required
         self._bootstrap = bootstrap_servers
         self._topic_for, self._key_for, self._encode = topic_for, key_for, encode
         self._failures, self._log = failures, log
+        self._stall_after = stall_after
         self._options = {
             "compression_type": None if compression in (None, "none") else compression,
             "linger_ms": linger_ms,
@@ -97,6 +123,7 @@ class KafkaSink:
             retry_backoff_ms=200,
             **self._options,
         )
+        _pace_failed_metadata_updates(producer.client, METADATA_RETRY_PAUSE)
         try:
             await producer.start()
         except (KafkaError, OSError) as error:
@@ -128,6 +155,10 @@ class KafkaSink:
             ]
         except (TypeError, ValueError) as error:
             raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
+        # The producer retries a lost broker by itself, for up to its request timeout (30 s) before
+        # any error reaches us: report the sink unhealthy once acknowledgements are overdue, so
+        # /readyz tells the truth during an outage that is shorter than that timeout.
+        overdue = asyncio.get_running_loop().call_later(self._stall_after, self._overdue)
         try:
             pending = [
                 await producer.send(
@@ -144,6 +175,15 @@ class KafkaSink:
             await asyncio.gather(*pending)
         except (TimeoutError, KafkaError, OSError) as error:
             raise SinkError(classify(error), str(error) or type(error).__name__) from error
+        finally:
+            overdue.cancel()
+
+    def _overdue(self) -> None:
+        """Unhealthy until the write completes (recover) or fails (a SinkError reason replaces this)."""
+        self._health.fail(
+            f"{FailureKind.TIMEOUT.value}: no acknowledgement from Kafka at {','.join(self._bootstrap)} "
+            f"for {self._stall_after:g} s, still retrying"
+        )
 
     async def _reset_after(self, error: SinkError) -> None:
         """A failed idempotent producer may hold a broken sequence: start a fresh one."""

@@ -152,6 +152,7 @@ class PostgresSource:
     async def _stream(self, emit: Emit) -> None:
         connection = await connect(self.config.settings, replication=True)
         heartbeat: asyncio.Task[None] | None = None
+        stream: ReplicationStream | None = None
         try:
             stream = ReplicationStream(connection)
             await stream.start(self.config.slot, self.config.publication)
@@ -180,6 +181,12 @@ class PostgresSource:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
+            if stream is not None and stream.streaming and self._acked_lsn != self._reported_lsn:
+                # On stop the coordinator acknowledges its last batch and then cancels this task,
+                # before the loop above reports it: report it now, or the next start replays it.
+                with contextlib.suppress(SourceUnavailable, psycopg.Error, OSError):
+                    await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
+                    self._reported_lsn = self._acked_lsn
             await connection.close()
 
     async def _heartbeats(self) -> None:

@@ -44,6 +44,7 @@ class ReplicationStream:
     def __init__(self, connection: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         self._pgconn = connection.pgconn
         self._loop = asyncio.get_running_loop()
+        self.streaming = False  # START_REPLICATION succeeded: status updates may be sent
 
     async def _wait(self, *, writable: bool = False, seconds: float | None = None) -> None:
         ready: asyncio.Future[None] = self._loop.create_future()
@@ -86,6 +87,7 @@ class ReplicationStream:
                     "Stop the other reader or give this pipeline its own spec.source.postgres.slot.name"
                 )
             raise SourceUnavailable(f"START_REPLICATION failed: {message}")
+        self.streaming = True
 
     async def read(self, *, wait_seconds: float, limit: int = 2000) -> list[memoryview]:
         """The CopyData frames available now (at most `limit`), waiting up to `wait_seconds` for the first."""

@@ -1,0 +1,198 @@
+"""The binlog reader: mysql-replication's synchronous BinLogStreamReader in a thread of its own,
+handing records to the asyncio loop through a bounded queue.
+
+- Backpressure: the queue is bounded; when the loop falls behind, the thread blocks on `put` and
+  stops reading the socket, so memory stays flat and the server keeps the binlog.
+- A dead connection is noticed: the server sends heartbeats on an idle stream
+  (`@master_heartbeat_period`), and a read that sees neither an event nor a heartbeat for
+  `read_timeout` seconds fails.
+- No reconnect of the library's own: on a lost connection mysql-replication reconnects by itself
+  from the GTID set it was *created* with, replaying everything since. Our connections turn a
+  lost connection into `StreamLost` (not a PyMySQL error, so the library does not catch it); the
+  thread ends, and the source builds a new reader from its own position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+
+from deltaforge.sources.errors import SourceUnavailable
+from deltaforge.sources.mysql.catalog import JsonColumns
+from deltaforge.sources.mysql.config import SYSTEM_SCHEMAS, MysqlSourceConfig
+from deltaforge.sources.mysql.position import ResumePoint
+from deltaforge.sources.mysql.records import Connected, Failed, Record
+from deltaforge.sources.mysql.translate import EVENT_TYPES, Translator
+
+CR_SERVER_GONE = 2006
+CR_SERVER_LOST = 2013
+QUEUE_CAPACITY: Final = 2048  # records (a rows record holds one binlog rows event, ~8 KiB)
+IDLE: Final = object()  # yielded by `records()` when the queue ran empty: the reader is caught up
+
+
+class StreamLost(SourceUnavailable):
+    """The binlog connection dropped or timed out; we reconnect from our own position."""
+
+
+class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+    """A PyMySQL connection whose lost-connection errors escape mysql-replication's own reconnect."""
+
+    def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._read_packet(*args, **kwargs)
+        except pymysql.err.OperationalError as error:
+            if error.args and error.args[0] in (CR_SERVER_GONE, CR_SERVER_LOST):
+                raise StreamLost(f"binlog connection lost: {error.args[-1]}") from error
+            raise
+
+
+class BinlogReader:
+    """Reads the binlog from `start` in a daemon thread until `stop()` or an error."""
+
+    def __init__(self, config: MysqlSourceConfig, start: ResumePoint, *, mariadb: bool) -> None:
+        self.config, self.start_point, self.mariadb = config, start, mariadb
+        self._queue: queue.Queue[Record] = queue.Queue(maxsize=QUEUE_CAPACITY)
+        self._stopping = threading.Event()
+        self._connections: list[pymysql.connections.Connection] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._waiting = False
+        self._thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
+
+    # --- loop side -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._thread.start()
+
+    async def records(self) -> AsyncIterator[Record | object]:
+        """Records in binlog order; `IDLE` whenever the queue is empty. Ends after a `Failed`."""
+        assert self._wake is not None, "start() first"
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                yield IDLE
+                self._waiting = True
+                if self._queue.empty():
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._waiting = False
+                continue
+            yield record
+            if isinstance(record, Failed):
+                return
+
+    async def stop(self) -> None:
+        """Ends the thread: wakes it from a blocked read (socket shutdown) or a full queue."""
+        self._stopping.set()
+        with self._lock:
+            for connection in self._connections:
+                sock = getattr(connection, "_sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 10.0)
+
+    # --- reader thread ---------------------------------------------------------------------
+    def _connect(self, **kwargs: Any) -> pymysql.connections.Connection:
+        connection = _Connection(**kwargs)
+        with self._lock:
+            self._connections.append(connection)
+        if self._stopping.is_set():
+            connection.close()
+            raise StreamLost("stopping")
+        return connection
+
+    def _put(self, record: Record) -> bool:
+        """Queue `record`, blocking while the queue is full; False once stopping."""
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(record, timeout=0.5)
+            except queue.Full:
+                continue
+            if self._waiting and self._loop is not None and self._wake is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closing
+                    self._loop.call_soon_threadsafe(self._wake.set)
+            return True
+        return False
+
+    def _stream(self) -> BinLogStreamReader:
+        config, start = self.config, self.start_point
+        gtid_mode = start.gtid_state is not None
+        literal = config.literal_schemas()
+        return BinLogStreamReader(
+            connection_settings=config.settings.connect_kwargs(read_timeout=config.read_timeout),
+            server_id=config.server_id,
+            resume_stream=True,
+            blocking=True,
+            only_events=EVENT_TYPES,
+            filter_non_implemented_events=False,
+            auto_position=start.gtid_state if gtid_mode else None,
+            log_file=None if gtid_mode else start.file,
+            log_pos=None if gtid_mode else start.offset,
+            only_schemas=literal,
+            ignored_schemas=None if literal is not None else sorted(SYSTEM_SCHEMAS),
+            slave_heartbeat=config.server_heartbeat,
+            is_mariadb=self.mariadb,
+            pymysql_wrapper=self._connect,
+            enable_logging=False,
+        )
+
+    def _run(self) -> None:
+        stream: BinLogStreamReader | None = None
+        try:
+            stream = self._stream()
+            translator = Translator(
+                self.config.patterns.matches,
+                JsonColumns(self._catalog_query(), mariadb=self.mariadb),
+                mariadb=self.mariadb,
+                file=self.start_point.file,
+            )
+            connected = False
+            while not self._stopping.is_set():
+                event = stream.fetchone()
+                if event is None:
+                    raise StreamLost("the server ended the binlog stream")
+                if not connected:
+                    connected = True
+                    if not self._put(Connected()):
+                        return
+                for record in translator.translate(event):
+                    if not self._put(record):
+                        return
+        except BaseException as error:  # every failure goes to the loop, which decides
+            if not self._stopping.is_set():
+                self._put(Failed(error))
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            with self._lock:
+                for connection in self._connections:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+
+    def _catalog_query(self) -> Callable[[str, tuple[str, ...]], list[tuple[Any, ...]]]:
+        """Catalog lookups on a control connection of our own (UTC session), opened on first use."""
+        holder: list[pymysql.connections.Connection] = []
+
+        def query(sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
+            if not holder:
+                holder.append(self._connect(**self.config.settings.connect_kwargs(read_timeout=30.0)))
+            with holder[0].cursor() as cursor:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+
+        return query
