@@ -222,8 +222,9 @@ def _summarize(this: _Run, measurements: list[Measurement]) -> None:
     print(report.table(measurements))
     print()
     print(report.ratio_line(RATIO_NAME, report.ratios(measurements, worker.NAME, recvlogical.NAME)))
-    if server := report.server_line(measurements):
-        print(server)
+    for line in (report.server_line(measurements), report.waiting_line(measurements)):
+        if line:
+            print(line)
     ours = _ours(measurements)
     if ours is not None:
         verdict = "met" if ours.events_per_second >= TARGET_EVENTS_PER_SECOND else "NOT met"

@@ -24,6 +24,21 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def run_delay_seconds(pid: int) -> float:
+    """Seconds the process's threads were runnable but waiting for a CPU (schedstat field 2).
+
+    On a shared 2-core machine this is the time other processes took from the contender: a
+    contender that waited long for a core was slowed down by its neighbours, not by itself.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 def peak_rss_mib(pid: int) -> float:
     """The high-water mark of the resident set (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -33,7 +48,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class ProcWatch:
-    """Samples a process that may exit on its own: CPU seconds and VmHWM, every `interval`.
+    """Samples a process that may exit on its own (CPU seconds, VmHWM, run delay) every `interval`.
 
     The pid is looked up by `find_pid` (None until the process exists). The last sample taken
     before the process vanished is kept, so a figure may miss up to `interval` of CPU time; the
@@ -55,6 +70,7 @@ class ProcWatch:
         self.pid: int | None = None
         self._cpu: float | None = None
         self._rss: float | None = None
+        self._delay: float | None = None
         self._thread = threading.Thread(target=self._run, name="proc-watch", daemon=True)
 
     def start(self) -> ProcWatch:
@@ -80,11 +96,11 @@ class ProcWatch:
         if pid is None:
             return None
         try:
-            cpu, rss = cpu_seconds(pid), peak_rss_mib(pid)
+            cpu, rss, delay = cpu_seconds(pid), peak_rss_mib(pid), run_delay_seconds(pid)
         except (OSError, ValueError, IndexError):
             return None
         with self._lock:
-            self._cpu, self._rss = cpu, rss
+            self._cpu, self._rss, self._delay = cpu, rss, delay
         return cpu
 
     @property
@@ -96,6 +112,11 @@ class ProcWatch:
     def peak_rss(self) -> float | None:
         with self._lock:
             return self._rss
+
+    @property
+    def run_delay(self) -> float | None:
+        with self._lock:
+            return self._delay
 
     def stop(self) -> None:
         self._stop.set()

@@ -93,5 +93,9 @@ def run(workload: PgWorkload, *, log_path: Path, timeout: float) -> Measurement:
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         peak_rss_mib=client.peak_rss or 0.0,
         server_cpu_seconds=server.cpu,
-        details={"command": " ".join(argv), "confirmedLsn": reached},
+        details={
+            "waitingForCpuSeconds": None if client.run_delay is None else round(client.run_delay, 3),
+            "command": " ".join(argv),
+            "confirmedLsn": reached,
+        },
     )

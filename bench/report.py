@@ -67,6 +67,17 @@ def server_line(measurements: list[Measurement]) -> str:
     return "walsender (server-side decoding) CPU: " + ", ".join(parts) if parts else ""
 
 
+def waiting_line(measurements: list[Measurement]) -> str:
+    """How long each contender was runnable but had no core: the neighbours' share of its time."""
+    parts = [
+        f"{measurement.contender} {waiting:.2f} s ({100 * waiting / measurement.seconds:.0f}% of its time)"
+        for measurement in measurements
+        if isinstance(waiting := measurement.details.get("waitingForCpuSeconds"), float | int)
+        and measurement.seconds > 0
+    ]
+    return "runnable but waiting for a CPU: " + ", ".join(parts) if parts else ""
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.kafka import RecordCounter
 from bench.measurement import Measurement
-from bench.procstat import ProcWatch, cpu_seconds, peak_rss_mib
+from bench.procstat import ProcWatch, cpu_seconds, peak_rss_mib, run_delay_seconds
 from bench.workload import PgWorkload, SlotReader
 
 NAME = "deltaforge"
@@ -134,6 +134,7 @@ class _Observed:
     seconds: float
     cpu: float
     rss: float
+    waiting: float
     server_cpu: float | None
     broker_cpu: float | None
     first_record: float | None
@@ -177,6 +178,7 @@ def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Mea
             # `seconds`; these two show how the time splits, they replace nothing.
             "firstRecordSeconds": None if observed.first_record is None else round(observed.first_record, 3),
             "streamingEventsPerSecond": observed.streaming_rate,
+            "waitingForCpuSeconds": round(observed.waiting, 3),
             "brokerCpuSeconds": None if observed.broker_cpu is None else round(observed.broker_cpu, 3),
             "batchMaxEvents": options.batch_events,
             "envelope": "native",
@@ -247,6 +249,7 @@ async def _wait_for_goal(
                     seconds=now - started,
                     cpu=cpu_seconds(process.pid),
                     rss=peak_rss_mib(process.pid),
+                    waiting=run_delay_seconds(process.pid),
                     server_cpu=walsender.sample(),
                     broker_cpu=_cpu_or_none(options.broker_pid),
                     first_record=first_record,

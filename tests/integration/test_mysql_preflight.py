@@ -27,6 +27,7 @@ from deltaforge.sources.patterns import TablePatterns
 from hack.stack.config import HOST
 from tests.fixtures.data_stack import MysqlDatabase
 from tests.support.mariadb_instance import MariaDbInstance, throwaway_mariadb
+from tests.support.worker import free_port
 
 LOG_BIN = {"log_bin": "mariadb-bin"}
 
@@ -258,3 +259,24 @@ async def test_a_second_reader_with_our_server_id_is_fatal(mariadb_database: Mys
         thread.join(15)
     assert f"server_id {server_id}" in message
     assert "spec.source.mysql.serverId" in message
+
+
+async def test_an_unreachable_server_is_retried_not_fatal() -> None:
+    source = MysqlSource(
+        config(free_port(), "cdc", "cdc", ["shop.orders"]),
+        resume=None,
+        metrics=NullMetrics(),
+        log=lambda *_, **__: None,
+    )
+
+    async def emit(item: Item) -> None:
+        raise AssertionError(f"nothing can be emitted without a server: {item}")
+
+    task = asyncio.create_task(source.run(emit))
+    await asyncio.sleep(2.0)
+    assert not task.done(), "a server that is not up yet must be waited for, not fail the pipeline"
+    ok, reason = source.health()
+    assert not ok
+    assert reason.startswith("connecting:")
+    await source.stop()
+    await asyncio.wait_for(task, 10)

@@ -23,8 +23,6 @@ from aiokafka import ConsumerRecord
 
 from tests.fixtures.data_stack import MysqlDatabase
 
-Record = ConsumerRecord[bytes, bytes]
-
 
 def mysql_manifest(
     database: MysqlDatabase,
@@ -109,7 +107,8 @@ class MysqlLoad:
                             cursor.execute(f"UPDATE `{table}` SET version = version + 1 WHERE id = %s", [key])
                         else:
                             cursor.execute(
-                                f"INSERT INTO `{table}` (id, payload) VALUES (%s, %s)", [self._next_id, f"p{self._next_id}"]
+                                f"INSERT INTO `{table}` (id, payload) VALUES (%s, %s)",
+                                [self._next_id, f"p{self._next_id}"],
                             )
                             self._next_id += 1
                     connection.commit()
@@ -154,7 +153,9 @@ class DeliveryReport:
         )
 
 
-def check_delivery(records: Sequence[Record], rows: dict[tuple[str, int], int]) -> DeliveryReport:
+def check_delivery(
+    records: Sequence[ConsumerRecord[bytes, bytes]], rows: dict[tuple[str, int], int]
+) -> DeliveryReport:
     """Compare what Kafka holds with the committed rows (see the module docstring)."""
     first_copy: dict[str, bytes] = {}
     seen: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -191,7 +192,11 @@ def dump_threads(database: MysqlDatabase, user: str) -> list[int]:
     """The ids of `user`'s binlog dump connections (SHOW PROCESSLIST as admin)."""
     with database.admin_connection() as connection, connection.cursor() as cursor:
         cursor.execute("SHOW FULL PROCESSLIST")
-        return [int(row[0]) for row in cursor.fetchall() if row[1] == user and str(row[4]).startswith("Binlog Dump")]
+        return [
+            int(row[0])
+            for row in cursor.fetchall()
+            if row[1] == user and str(row[4]).startswith("Binlog Dump")
+        ]
 
 
 def kill(database: MysqlDatabase, thread_id: int) -> None:

@@ -98,11 +98,9 @@ class MysqlSource:
     async def run(self, emit: Emit) -> None:
         start, skip = self._start_point()
         checkpoint = self._resume.position if self._resume is not None else ""
-        try:
-            facts = await asyncio.to_thread(preflight, self.config, start, checkpoint)
-        except SourceConfigError as error:
-            self._health = (False, str(error))
-            raise
+        facts = await self._preflight(start, checkpoint)
+        if facts is None:
+            return  # stopped while the server was unreachable
         self._log(
             "source_ready", server=facts.version, gtid_mode=facts.gtid_mode, server_id=self.config.server_id,
             resume=checkpoint or None, current=facts.current.format(),
@@ -120,6 +118,25 @@ class MysqlSource:
         await self._stream_with_retries(emit, facts)
 
     # --- internals -----------------------------------------------------------------------
+    async def _preflight(self, start: ResumePoint | None, checkpoint: str) -> ServerFacts | None:
+        """Preflight, retried while the server is unreachable (it may be starting); a
+        misconfiguration fails at once."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                return await asyncio.to_thread(preflight, self.config, start, checkpoint)
+            except SourceConfigError as error:
+                self._health = (False, str(error))
+                raise
+            except _RETRIED as error:
+                delay = random.uniform(0.1, min(MAX_BACKOFF, 0.5 * 2**attempt))
+                attempt += 1
+                self._health = (False, f"connecting: {error_text(error)}")
+                self._log("source_unavailable", error=error_text(error), retry_in_seconds=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        return None
+
     def _start_point(self) -> tuple[ResumePoint | None, Skip | None]:
         if self._resume is None:
             return None, None

@@ -98,6 +98,7 @@ class Translator:
     ) -> None:
         self._wanted, self._json_columns, self._mariadb = wanted, json_columns, mariadb
         self._shapes: dict[int, TableShape | None] = {}
+        self._known: dict[tuple[Any, ...], TableShape] = {}
         self.file, self.offset = file, 4
         self._open = False  # inside a transaction
         self._began = False  # ...opened by BEGIN (or a non-standalone MariaDB GTID): it ends with a commit
@@ -113,9 +114,7 @@ class Translator:
         if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
             return self._rows(event)
         if isinstance(event, TableMapEvent):
-            self._shapes[event.table_id] = (
-                shape_of(event, self._json_columns) if self._captured(event.schema, event.table) else None
-            )
+            self._shapes[event.table_id] = self._shape(event)
             return []
         if isinstance(event, XidEvent):
             return self._commit(event, getattr(event, "xid", None))
@@ -167,6 +166,7 @@ class Translator:
         standalone = bool(records) or not self._began
         if is_ddl(query):
             self._json_columns.forget()
+            self._known.clear()
             schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
             target = truncated_table(query, schema)
             if target is not None and self._captured(*target):
@@ -174,6 +174,24 @@ class Translator:
         if standalone:
             records.extend(self._commit(event, None))
         return records
+
+    def _shape(self, event: Any) -> TableShape | None:
+        """The shape of a TableMapEvent, reused while the table's columns stay the same (every
+        transaction repeats its table maps; building converters each time would be waste)."""
+        if not self._captured(event.schema, event.table):
+            return None
+        signature = (
+            event.table_id,
+            event.schema,
+            event.table,
+            tuple((c.name, c.type) for c in event.columns),
+        )
+        shape = self._known.get(signature)
+        if shape is None:
+            if len(self._known) > 4096:
+                self._known.clear()
+            shape = self._known[signature] = shape_of(event, self._json_columns)
+        return shape
 
     def _captured(self, schema: str, table: str) -> bool:
         return schema not in SYSTEM_SCHEMAS and self._wanted(schema, table)
