@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from deltaforge.checkpoints.file import FileCheckpointStore
-from deltaforge.checkpoints.kubernetes import KubernetesCheckpointStore
 from deltaforge.envelopes import encode_key, encoder_for
 from deltaforge.events import ChangeEvent, Checkpoint, Op
 from deltaforge.observability.metrics import PipelineMetrics
@@ -151,15 +150,17 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
 def build_checkpoints(pipeline: Pipeline) -> CheckpointStore:
     """The configured store; without one, a file under ./.deltaforge (in a pod: the ConfigMap)."""
     checkpoint = pipeline.spec.checkpoint
-    if checkpoint is not None and checkpoint.kubernetes is not None:
-        name = checkpoint.kubernetes.config_map or f"{pipeline.name}-checkpoint"
-        return KubernetesCheckpointStore(name, pipeline.namespace, pipeline=pipeline.name)
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if checkpoint is not None and checkpoint.file is not None:
         return FileCheckpointStore(Path(checkpoint.file.path))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return KubernetesCheckpointStore(
-            f"{pipeline.name}-checkpoint", pipeline.namespace, pipeline=pipeline.name
-        )
+    if (checkpoint is not None and checkpoint.kubernetes is not None) or in_pod:
+        # Imported here: the Kubernetes client takes about half a second to import, which only
+        # pipelines that keep their position in a ConfigMap should pay at start-up.
+        from deltaforge.checkpoints.kubernetes import KubernetesCheckpointStore  # noqa: PLC0415
+
+        configured = checkpoint.kubernetes.config_map if checkpoint and checkpoint.kubernetes else None
+        name = configured or f"{pipeline.name}-checkpoint"
+        return KubernetesCheckpointStore(name, pipeline.namespace, pipeline=pipeline.name)
     return FileCheckpointStore(Path(DEFAULT_CHECKPOINT_DIR) / f"{pipeline.namespace}.{pipeline.name}.json")
 
 

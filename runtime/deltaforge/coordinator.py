@@ -175,9 +175,23 @@ class Coordinator:
         if self._finished:
             return self._final_batch()
         while True:
+            # Take what is already queued without a wait: one task and timer per event would cost
+            # more than the rest of the pipeline.
+            while pending.events < limits.max_events and pending.size < limits.max_bytes:
+                try:
+                    queued = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if queued is _END:
+                    self._finished = True
+                    return self._final_batch()
+                assert isinstance(queued, ChangeEvent | Progress)
+                pending.add(queued)
             if pending.events >= limits.max_events or pending.size >= limits.max_bytes:
                 # Cut at the last complete transaction; a single huge transaction is cut mid-way.
                 return Batch(pending.take(pending.boundary or len(pending.items)), BatchTrigger.LIMITS)
+            if pending.boundary and time.monotonic() >= pending.started + limits.max_delay:
+                return Batch(pending.take(pending.boundary), BatchTrigger.TIMER)
             timeout = None
             if pending.boundary:
                 timeout = max(pending.started + limits.max_delay - time.monotonic(), 0)

@@ -4,6 +4,7 @@ and `cloudevents` (CloudEvents 1.0, structured JSON). All serialized with orjson
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -39,7 +40,9 @@ def _debezium_default(value: object) -> object:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
+@functools.lru_cache(maxsize=256)
 def iso_utc(microseconds: int | None) -> str | None:
+    """Cached: every event of a transaction carries the same commit time."""
     if microseconds is None:
         return None
     moment = datetime.fromtimestamp(microseconds / 1_000_000, UTC)

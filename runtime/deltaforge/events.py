@@ -6,6 +6,7 @@ restart carries the same `event_id`, so consumers can drop duplicates.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,9 +49,22 @@ UNCHANGED: Final = _Unchanged()
 _EVENT_NAMESPACE = uuid.UUID("3f7d7c52-4f0e-4d57-9a55-0b8a3f3f5d1e")
 
 
+_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
+
+
 def event_id(source_id: str, commit_position: str, index: int) -> str:
-    """Deterministic id of the `index`-th change of the transaction committed at `commit_position`."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{source_id}|{commit_position}|{index}"))
+    """Deterministic id of the `index`-th change of the transaction committed at `commit_position`.
+
+    A UUIDv5, equal to `uuid.uuid5(namespace, name)`, built without `uuid.UUID` objects: this runs
+    once per event and the object route costs several times more.
+    """
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{source_id}|{commit_position}|{index}".encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(slots=True)

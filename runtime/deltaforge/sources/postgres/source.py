@@ -172,6 +172,8 @@ class PostgresSource:
                         await self._handle(decoder.decode(frame[XLOG_DATA.size :]), emit, len(frame))
                     elif kind == 0x6B and KEEPALIVE.unpack_from(frame)[3]:  # 'k' asking for a reply
                         last_status = 0.0
+                # Queue puts rarely suspend: yield so the coordinator drains while we keep reading.
+                await asyncio.sleep(0)
                 now = time.monotonic()
                 if self._acked_lsn != self._reported_lsn or now - last_status > STATUS_INTERVAL:
                     await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
