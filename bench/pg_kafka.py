@@ -3,7 +3,7 @@
 1. A fresh database with a narrow table, a publication and one slot per contender at one
    position; then `rows` inserts in transactions of `tx_rows`, before any reader starts.
 2. The contenders one after the other, each on its own slot: pg_recvlogical (decode and
-   discard: the ceiling), then the worker (decode, convert, encode, produce to Kafka with lz4).
+   discard: the ceiling), then the worker (decode, convert, encode, produce to Kafka with zstd, the default).
 3. A table and the ratio worker/pg_recvlogical, printed and written as JSON to bench/results/.
 4. Slots, publication, database and topic are dropped whatever happened.
 """

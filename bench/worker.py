@@ -71,7 +71,7 @@ def manifest(workload: PgWorkload, options: WorkerOptions) -> dict[str, Any]:
                         "bootstrapServers": options.bootstrap,
                         "topic": options.topic,
                         "envelope": "native",
-                        "compression": "lz4",
+                        "compression": "zstd",
                     },
                 }
             ],
@@ -182,7 +182,7 @@ def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Mea
             "brokerCpuSeconds": None if observed.broker_cpu is None else round(observed.broker_cpu, 3),
             "batchMaxEvents": options.batch_events,
             "envelope": "native",
-            "compression": "lz4",
+            "compression": "zstd",
             "topic": options.topic,
             "partitions": options.partitions,
             "profile": options.profile,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -58,13 +59,23 @@ def event_id(source_id: str, commit_position: str, index: int) -> str:
     A UUIDv5, equal to `uuid.uuid5(namespace, name)`, built without `uuid.UUID` objects: this runs
     once per event and the object route costs several times more.
     """
-    digest = bytearray(
-        hashlib.sha1(_NAMESPACE_BYTES + f"{source_id}|{commit_position}|{index}".encode()).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return event_ids(source_id, commit_position)(index)
+
+
+def event_ids(source_id: str, commit_position: str) -> Callable[[int], str]:
+    """`event_id` for every index of one transaction, hashing the shared prefix once."""
+    prefix = hashlib.sha1(_NAMESPACE_BYTES + f"{source_id}|{commit_position}|".encode())
+
+    def for_index(index: int) -> str:
+        hashed = prefix.copy()
+        hashed.update(str(index).encode())
+        digest = bytearray(hashed.digest()[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x50
+        digest[8] = (digest[8] & 0x3F) | 0x80
+        text = digest.hex()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    return for_index
 
 
 @dataclass(slots=True)

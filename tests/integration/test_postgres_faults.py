@@ -142,7 +142,8 @@ def _assert_acknowledged_on_stop(database: PgDatabase, worker: Worker) -> None:
     checkpoint = json.loads((worker.log_path.parent / "checkpoint.json").read_text())
     confirmed = _confirmed_flush(database.admin_dsn, database.name)
     print(
-        f"after SIGTERM: checkpoint {checkpoint['position']}#{checkpoint['index']}, slot confirmed {confirmed:X}"
+        f"after SIGTERM: checkpoint {checkpoint['position']}#{checkpoint['index']} "
+        f"(commit end {checkpoint['lsn']:X}), slot confirmed {confirmed:X}"
     )
     if checkpoint["index"] < 0 and confirmed != checkpoint["lsn"]:
         _fail(

@@ -97,7 +97,7 @@ class KafkaSink:
         key_for: Callable[[ChangeEvent], bytes | None],
         encode: Encoder,
         failures: FailureRecorder,
-        compression: str | None = "lz4",
+        compression: str | None = "zstd",
         linger_ms: int = 5,
         max_request_size: int = 1024 * 1024,
         client_id: str | None = None,
@@ -157,6 +157,16 @@ class KafkaSink:
         )
 
     async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
+        # The producer retries a lost broker by itself, for up to its request timeout (30 s) before
+        # any error reaches us: report the sink unhealthy once acknowledgements are overdue, so
+        # /readyz tells the truth during an outage that is shorter than that timeout.
+        overdue = asyncio.get_running_loop().call_later(self._stall_after, self._overdue)
+        try:
+            await self._deliver(events)
+        finally:
+            overdue.cancel()
+
+    async def _deliver(self, events: Sequence[ChangeEvent]) -> None:
         if self._producer is None:
             await self._connect()
         producer = self._producer
@@ -167,16 +177,10 @@ class KafkaSink:
             ]
         except (TypeError, ValueError) as error:
             raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
-        # The producer retries a lost broker by itself, for up to its request timeout (30 s) before
-        # any error reaches us: report the sink unhealthy once acknowledgements are overdue, so
-        # /readyz tells the truth during an outage that is shorter than that timeout.
-        overdue = asyncio.get_running_loop().call_later(self._stall_after, self._overdue)
         try:
             await asyncio.gather(*await self._send_batches(producer, records))
         except (TimeoutError, KafkaError, OSError) as error:
             raise SinkError(classify(error), str(error) or type(error).__name__) from error
-        finally:
-            overdue.cancel()
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: list[tuple[str, bytes, bytes | None, ChangeEvent]]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from deltaforge.events import ChangeEvent, Checkpoint, Op, Progress, Row, SourceInfo, event_id
+from deltaforge.events import ChangeEvent, Checkpoint, Op, Progress, Row, SourceInfo, event_ids
 from deltaforge.protocols import Emit
 from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
 from deltaforge.sources.patterns import TablePatterns
@@ -26,7 +26,7 @@ from deltaforge.sources.postgres import pgoutput
 from deltaforge.sources.postgres.connection import PostgresSettings, connect
 from deltaforge.sources.postgres.preflight import preflight
 from deltaforge.sources.postgres.stream import KEEPALIVE, XLOG_DATA, ReplicationStream, format_lsn
-from deltaforge.sources.postgres.values import convert_tuple, converter_for
+from deltaforge.sources.postgres.values import convert_row, converter_for
 
 HEARTBEAT_PREFIX = "deltaforge.heartbeat"
 STATUS_INTERVAL = 10.0  # seconds between standby status updates when nothing changes
@@ -72,6 +72,7 @@ class _Transaction:
     commit_ts_us: int
     xid: str
     skip_through: int  # indexes at or below were delivered before a restart
+    event_ids: Callable[[int], str]
     index: int = 0
     held: ChangeEvent | None = None  # the newest event, sent once we know whether it is the last
     infos: dict[int, SourceInfo] = field(default_factory=dict)
@@ -217,7 +218,13 @@ class PostgresSource:
                 if resume is not None and resume.position == position and not resume.complete
                 else -1
             )
-            self._tx = _Transaction(position, message.commit_ts_us, str(message.xid), skip)
+            self._tx = _Transaction(
+                position,
+                message.commit_ts_us,
+                str(message.xid),
+                skip,
+                event_ids(self.config.source_id, position),
+            )
         elif isinstance(message, pgoutput.Commit):
             await self._commit(message, emit)
         elif isinstance(message, pgoutput.Relation):
@@ -274,7 +281,7 @@ class PostgresSource:
 
     @staticmethod
     def _row(table: _Table, values: pgoutput.TupleValues) -> Row:
-        return dict(zip(table.columns, convert_tuple(table.converters, values), strict=True))
+        return convert_row(table.columns, table.converters, values)
 
     def _old_row(self, table: _Table, values: pgoutput.TupleValues, only_key: bool) -> Row:
         """A 'K' old tuple holds real values only in key columns: the others are not fake nulls."""
@@ -317,7 +324,7 @@ class PostgresSource:
             )  # fmt: skip
         event = ChangeEvent(
             op=op, source=info, before=before, after=after, key=key, index=index, last_in_tx=False,
-            event_id=event_id(self.config.source_id, tx.position, index), size=size,
+            event_id=tx.event_ids(index), size=size,
         )  # fmt: skip
         path = f"{table.schema}.{table.name}"
         tx.counts[path] = tx.counts.get(path, 0) + 1
