@@ -136,7 +136,7 @@ def wait_until(
     while time.monotonic() < deadline:
         if ready():
             return
-        if not still_starting():
+        if not still_starting() and not _recheck(still_starting):
             raise StackError(
                 f"{what} exited during start-up. Last lines of {log_path}:\n{log_tail(log_path)}"
             )
@@ -144,6 +144,12 @@ def wait_until(
     raise StackError(
         f"{what} was not ready within {timeout:.0f} s. Last lines of {log_path}:\n{log_tail(log_path)}"
     )
+
+
+def _recheck(still_starting: Callable[[], bool]) -> bool:
+    """A second look before declaring a server dead: under load, /proc can briefly disagree."""
+    time.sleep(0.5)
+    return still_starting()
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
