@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STACK := $(PYTHON) -m hack.stack
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap venv lint typecheck test unit demo stack-up stack-down stack-status stack-env stack-clean clean
+.PHONY: help bootstrap venv lint typecheck test unit demo bench stack-up stack-down stack-status stack-env stack-clean clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ unit: venv ## only the tests that need no server
 demo: bootstrap ## the main job (see README): today it starts the local stack and says what comes next
 	$(STACK) up
 	@$(BIN)/python -m hack.demo
+
+bench: bootstrap ## the PostgreSQL -> Kafka benchmark: the worker versus pg_recvlogical, in one run
+	$(STACK) up postgres kafka
+	$(BIN)/python -m bench run pg-kafka $(BENCH_ARGS)
 
 stack-up: ## start PostgreSQL, MariaDB, Redis and Kafka on loopback (idempotent)
 	$(STACK) up

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,7 @@ class PostgresSource:
     async def _stream(self, emit: Emit) -> None:
         connection = await connect(self.config.settings, replication=True)
         heartbeat: asyncio.Task[None] | None = None
+        feedback: asyncio.Task[None] | None = None
         stream: ReplicationStream | None = None
         try:
             stream = ReplicationStream(connection)
@@ -163,6 +165,7 @@ class PostgresSource:
             decoder = pgoutput.PgOutputDecoder()
             if self.config.heartbeat_interval > 0:
                 heartbeat = asyncio.create_task(self._heartbeats(), name="postgres-heartbeat")
+            feedback = asyncio.create_task(self._feedback(stream), name="postgres-feedback")
             last_status = 0.0
             while not self._stopping.is_set():
                 for frame in await stream.read(wait_seconds=0.2):
@@ -180,10 +183,11 @@ class PostgresSource:
                     await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
                     self._reported_lsn, last_status = self._acked_lsn, now
         finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+            for task in (heartbeat, feedback):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if stream is not None and stream.streaming and self._acked_lsn != self._reported_lsn:
                 # On stop the coordinator acknowledges its last batch and then cancels this task,
                 # before the loop above reports it: report it now, or the next start replays it.
@@ -191,6 +195,16 @@ class PostgresSource:
                     await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
                     self._reported_lsn = self._acked_lsn
             await connection.close()
+
+    async def _feedback(self, stream: ReplicationStream) -> None:
+        """Standby status updates even while the reader is blocked on a full queue (a sink is
+        down): without them the server ends the connection after wal_sender_timeout, and the
+        reconnect replays everything since the last confirmed position."""
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            with contextlib.suppress(SourceUnavailable, psycopg.Error, OSError):
+                await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
+                self._reported_lsn = self._acked_lsn
 
     async def _heartbeats(self) -> None:
         """A non-transactional logical message in our database now and then, so an idle slot advances."""
@@ -213,11 +227,13 @@ class PostgresSource:
         elif isinstance(message, pgoutput.Begin):
             position = format_lsn(message.final_lsn)
             resume = self._resume
-            skip = (
-                resume.index
-                if resume is not None and resume.position == position and not resume.complete
-                else -1
-            )
+            skip = -1
+            if resume is not None and resume.position == position and not resume.complete:
+                skip = resume.index
+            elif resume is not None and resume.complete and 0 < message.final_lsn < resume.lsn:
+                # Delivered and checkpointed, but the slot was not confirmed before a crash: the
+                # server sends it again; drop it whole instead of duplicating it.
+                skip = sys.maxsize
             self._tx = _Transaction(
                 position,
                 message.commit_ts_us,
