@@ -3,32 +3,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hack.stack import process
+from tests.support.isolated_stack import PORT_VARIABLES, IsolatedStack, isolated_stack
 
-REPO = Path(__file__).resolve().parents[2]
-PORT_VARIABLES = (
-    "DELTAFORGE_PG_PORT",
-    "DELTAFORGE_MYSQL_PORT",
-    "DELTAFORGE_REDIS_PORT",
-    "DELTAFORGE_KAFKA_PORT",
-    "DELTAFORGE_KAFKA_CONTROLLER_PORT",
-    "DELTAFORGE_ETCD_PORT",
-    "DELTAFORGE_ETCD_PEER_PORT",
-    "DELTAFORGE_APISERVER_PORT",
-    "DELTAFORGE_CONTROLLER_MANAGER_PORT",
-)
 SERVERS = {
     "postgres": "postgres",
     "mariadb": "mariadbd",
@@ -40,40 +23,10 @@ SERVERS = {
 }
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture
-def isolated_stack() -> Iterator[dict[str, str]]:
-    # Under /var/tmp, not pytest's private tmp: the postgres and mysql users must traverse it.
-    stack_dir = Path(tempfile.mkdtemp(prefix="deltaforge-test-stack-", dir="/var/tmp"))
-    stack_dir.chmod(0o755)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFORGE_STACK")}
-    env["DELTAFORGE_STACK_DIR"] = str(stack_dir)
-    env.update(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
-    yield env
-    _stack("down", env=env)
-    shutil.rmtree(stack_dir, ignore_errors=True)
-
-
-def _stack(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hack.stack", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def stack() -> Iterator[IsolatedStack]:
+    with isolated_stack("deltaforge-test-stack-") as private:
+        yield private
 
 
 def _running_pids(status_output: str) -> dict[str, int]:
@@ -82,28 +35,28 @@ def _running_pids(status_output: str) -> dict[str, int]:
     }
 
 
-def test_up_is_idempotent_and_down_stops_every_server(isolated_stack: dict[str, str]) -> None:
-    first = _stack("up", env=isolated_stack)
+def test_up_is_idempotent_and_down_stops_every_server(stack: IsolatedStack) -> None:
+    first = stack.run("up")
     assert first.returncode == 0, first.stderr
-    status = _stack("status", env=isolated_stack)
+    status = stack.run("status")
     assert status.returncode == 0, status.stdout
     pids = _running_pids(status.stdout)
     assert set(pids) == set(SERVERS)
-    assert _processes_mentioning(isolated_stack["DELTAFORGE_STACK_DIR"]), "servers name their directory"
+    assert _processes_mentioning(str(stack.directory)), "servers name their directory"
 
-    second = _stack("up", env=isolated_stack)
+    second = stack.run("up")
     assert second.returncode == 0, second.stderr
     for name, pid in pids.items():
         assert f"{name}: already running (pid {pid}), reusing it" in second.stderr
 
-    down = _stack("down", env=isolated_stack)
+    down = stack.run("down")
     assert down.returncode == 0, down.stderr
     still_alive = [name for name, pid in pids.items() if process.pid_alive(pid, SERVERS[name])]
     assert still_alive == []
-    listening = [var for var in PORT_VARIABLES if process.port_open("127.0.0.1", int(isolated_stack[var]))]
+    listening = [var for var in PORT_VARIABLES if process.port_open("127.0.0.1", stack.port(var))]
     assert listening == []
-    assert _stack("status", env=isolated_stack).returncode == 3
-    assert _processes_mentioning(isolated_stack["DELTAFORGE_STACK_DIR"]) == []
+    assert stack.run("status").returncode == 3
+    assert _processes_mentioning(str(stack.directory)) == []
 
 
 def _processes_mentioning(text: str) -> list[str]:
