@@ -45,6 +45,18 @@ class CheckpointStore(Protocol):
     async def close(self) -> None: ...
 
 
+class SourceMetrics(Protocol):
+    """The part of `observability.metrics.PipelineMetrics` a source records."""
+
+    def source_events(self, table: str, count: int = 1) -> None: ...
+
+    def source_activity(self) -> None: ...
+
+    def source_reconnect(self) -> None: ...
+
+    def set_source_lag(self, seconds: float) -> None: ...
+
+
 class CoordinatorMetrics(Protocol):
     """The part of `observability.metrics.PipelineMetrics` the coordinator records."""
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import pymysql
 
 from deltaforge.events import Checkpoint, Progress
-from deltaforge.protocols import Emit
+from deltaforge.protocols import Emit, SourceMetrics
 from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
 from deltaforge.sources.mysql.config import MysqlSourceConfig
 from deltaforge.sources.mysql.connection import (
@@ -46,7 +46,7 @@ from deltaforge.sources.mysql.position import (
 from deltaforge.sources.mysql.preflight import ServerFacts, preflight
 from deltaforge.sources.mysql.reader import IDLE, BinlogReader
 from deltaforge.sources.mysql.records import Connected, Failed
-from deltaforge.sources.mysql.transactions import Assembler, SourceMetrics
+from deltaforge.sources.mysql.transactions import Assembler
 
 MAX_BACKOFF = 30.0
 DUPLICATE_LIMIT = 3  # drops for a duplicate server_id within DUPLICATE_WINDOW that make it fatal

@@ -17,24 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from deltaforge.events import ChangeEvent, Op, Progress, SourceInfo, event_id
-from deltaforge.protocols import Emit
+from deltaforge.protocols import Emit, SourceMetrics
 from deltaforge.sources.mysql.position import BinlogPosition, GtidState, ResumePoint, Skip
 from deltaforge.sources.mysql.records import Begin, Commit, Heartbeat, Rows, Truncate
 
 PROGRESS_EVERY = 1.0  # seconds: how often a run of uncaptured transactions is checkpointed
-
-
-class SourceMetrics(Protocol):
-    def source_events(self, table: str, count: int = 1) -> None: ...
-
-    def source_activity(self) -> None: ...
-
-    def source_reconnect(self) -> None: ...
-
-    def set_source_lag(self, seconds: float) -> None: ...
 
 
 @dataclass

@@ -15,12 +15,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
 from deltaforge.events import ChangeEvent, Checkpoint, Op, Progress, Row, SourceInfo, event_ids
-from deltaforge.protocols import Emit
+from deltaforge.protocols import Emit, SourceMetrics
 from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres import pgoutput
@@ -31,14 +31,6 @@ from deltaforge.sources.postgres.values import convert_row, converter_for
 
 HEARTBEAT_PREFIX = "deltaforge.heartbeat"
 STATUS_INTERVAL = 10.0  # seconds between standby status updates when nothing changes
-
-
-class SourceMetrics(Protocol):
-    def source_events(self, table: str, count: int = 1) -> None: ...
-
-    def source_reconnect(self) -> None: ...
-
-    def set_source_lag(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
