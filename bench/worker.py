@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from bench.kafka import RecordCounter
 from bench.measurement import Measurement
 from bench.procstat import ProcWatch, cpu_seconds, peak_rss_mib, run_delay_seconds
 from bench.workload import PgWorkload, SlotReader
+from hack.stack.process import free_ports
 
 NAME = "deltaforge"
 SCRIPT = Path(sys.executable).with_name("deltaforge")
@@ -79,12 +79,6 @@ def manifest(workload: PgWorkload, options: WorkerOptions) -> dict[str, Any]:
             "checkpoint": {"file": {"path": "checkpoint.json"}},
         },
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def command(manifest_path: Path, port: int, options: WorkerOptions) -> list[str]:
@@ -152,7 +146,7 @@ def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Mea
     manifest_path = directory / "pipeline.json"
     manifest_path.write_text(json.dumps(manifest(workload, options), indent=2))
     log_path = directory / "worker.log"
-    argv = command(manifest_path, _free_port(), options)
+    argv = command(manifest_path, free_ports(1)[0], options)
     env = {**os.environ, "PG_PASSWORD": workload.target.cdc_password}
     if options.profile == "sample":  # bench.sampler runs from the checkout, whatever the cwd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))

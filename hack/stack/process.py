@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from hack.stack.config import HOST
 from hack.stack.errors import StackError
 
 
@@ -121,6 +122,18 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Ports nobody listens on right now (held together, so they differ), for private servers."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind((HOST, 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def wait_until(

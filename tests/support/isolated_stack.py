@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from hack.stack.process import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_VARIABLES = (
@@ -30,17 +31,6 @@ PORT_VARIABLES = (
     "DELTAFORGE_APISERVER_PORT",
     "DELTAFORGE_CONTROLLER_MANAGER_PORT",
 )
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,7 @@ def isolated_stack(prefix: str = "deltaforge-faults-") -> Iterator[IsolatedStack
     directory.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if not key.startswith("DELTAFORGE_STACK")}
     env["DELTAFORGE_STACK_DIR"] = str(directory)
-    env.update(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
+    env.update(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
     stack = IsolatedStack(directory, env)
     try:
         yield stack

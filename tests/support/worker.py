@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,13 +21,13 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from hack.stack.process import free_ports
+
 SCRIPT = Path(sys.executable).with_name("deltaforge")
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass

@@ -338,17 +338,15 @@ _TEXT_CONVERTERS: Final[dict[int, TextConverter]] = {
     DATE: _date_text,
 }
 
-_CONVERTERS: Final[dict[int, Converter]] = {
-    **{oid: _from_text(convert) for oid, convert in _TEXT_CONVERTERS.items()},
-    # int() and float() read ASCII bytes directly: no intermediate str on the hottest types.
-    INT2: int,
-    INT4: int,
-    INT8: int,
-    OID: int,
-    XID: int,
-    CID: int,
+# int() and _float() read ASCII bytes as well as str: no intermediate str on the hottest types.
+_READS_BYTES: Final[dict[int, Converter]] = {oid: int for oid in (INT2, INT4, INT8, OID, XID, CID)} | {
     FLOAT4: _float,
     FLOAT8: _float,
+}
+
+_CONVERTERS: Final[dict[int, Converter]] = {
+    **{oid: _from_text(convert) for oid, convert in _TEXT_CONVERTERS.items()},
+    **_READS_BYTES,
     BOOL: _bool,
     JSON: _json,
     JSONB: _json,
