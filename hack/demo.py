@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from psycopg import sql
 
 import hack.stack
 from hack.stack.config import PG_CDC_PASSWORD, Settings
+from hack.stack.process import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "examples" / "postgres-to-kafka.yaml"
@@ -66,12 +66,14 @@ def _prepare_database(settings: Settings) -> None:
         admin.execute(TABLES)
         if not admin.execute("SELECT 1 FROM pg_publication WHERE pubname = 'df_orders_cdc'").fetchone():
             admin.execute("CREATE PUBLICATION df_orders_cdc FOR TABLE orders, order_items")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        lost = admin.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'df_orders_cdc' AND wal_status = 'lost'"
+        ).fetchone()
+        if lost:
+            # Other work on this shared server outran max_slot_wal_keep_size while no worker ran.
+            # A production pipeline refuses such a slot; the demo's own data is disposable.
+            print("    the demo's slot df_orders_cdc was invalidated while idle: dropping it to start afresh")
+            admin.execute("SELECT pg_drop_replication_slot('df_orders_cdc')")
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -144,7 +146,7 @@ def main() -> int:
 
     work = settings.stack_dir / "demo"
     work.mkdir(exist_ok=True)
-    port, log = _free_port(), work / "worker.log"
+    [port], log = free_ports(1), work / "worker.log"
     _step(f"starting the worker: deltaforge run {MANIFEST.relative_to(REPO)} (log: {log})")
     deltaforge = Path(sys.executable).with_name("deltaforge")
     with open(log, "ab") as output:

@@ -237,3 +237,37 @@ def test_slot_read_by_another_worker_fails_fast_and_leaves_the_first_alone(
         status, body = first.get("/readyz")
         assert status == 200, f"the first worker must keep streaming: {status} {body}\n{first.log()[-3000:]}"
     assert elapsed < SLOT_IN_USE_EXIT_WITHIN
+
+
+def test_an_invalidated_slot_is_a_clear_error_never_a_silent_restart(tmp_path: Path) -> None:
+    """A slot the server invalidated (max_slot_wal_keep_size) lost changes: refuse, do not resume."""
+    settings = {"wal_level": "logical", "max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB"}
+    with throwaway_postgres(settings, user="cdc", password=unique_name("pw"), database="shop") as server:
+        with server.superuser_connection(server.database) as admin:
+            admin.autocommit = True
+            admin.execute(TABLES)
+            admin.execute("CREATE PUBLICATION df_lost FOR TABLE orders")
+            admin.execute("SELECT pg_create_logical_replication_slot('df_lost', 'pgoutput')")
+            # Nobody reads the slot while far more WAL than it may keep is written and recycled.
+            for _ in range(4):
+                admin.execute(
+                    "CREATE TABLE filler AS SELECT repeat('x', 1000) AS pad FROM generate_series(1, 20000)"
+                )
+                admin.execute("DROP TABLE filler")
+                admin.execute("SELECT pg_switch_wal()")
+                admin.execute("CHECKPOINT")
+            status = admin.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'df_lost'"
+            ).fetchone()
+        assert status == ("lost",), f"the test could not invalidate the slot: {status}"
+        manifest = write_manifest(
+            tmp_path,
+            postgres_pipeline(
+                "lost-slot", port=server.port, database=server.database, user=server.user,
+                tables=["public.orders"], slot="df_lost", publication="df_lost",
+            ),
+        )  # fmt: skip
+        run = run_worker_to_exit(manifest, env={"PG_PASSWORD": server.password})
+    assert_config_error(
+        run, "replication slot 'df_lost' was invalidated", "max_slot_wal_keep_size", "re-snapshot"
+    )

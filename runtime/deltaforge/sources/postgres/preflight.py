@@ -14,6 +14,7 @@ from psycopg import sql
 from deltaforge.sources.errors import SourceConfigError
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres.connection import PostgresSettings, connect, translate
+from deltaforge.sources.postgres.stream import SlotLostError
 
 _TABLES = """
 SELECT n.nspname, c.relname
@@ -126,11 +127,14 @@ async def _ensure_slot(
     cursor: psycopg.AsyncCursor[tuple[object, ...]], name: str, create: bool, database: str
 ) -> bool:
     await cursor.execute(
-        "SELECT plugin, database, slot_type FROM pg_replication_slots WHERE slot_name = %s", [name]
+        "SELECT plugin, database, slot_type, wal_status FROM pg_replication_slots WHERE slot_name = %s",
+        [name],
     )
     row = await cursor.fetchone()
     if row is not None:
-        plugin, slot_database, slot_type = (str(value) for value in row)
+        plugin, slot_database, slot_type, wal_status = (str(value) for value in row)
+        if wal_status == "lost":
+            raise SlotLostError(name)
         if slot_type != "logical" or plugin != "pgoutput" or slot_database != database:
             raise SourceConfigError(
                 f"replication slot '{name}' exists but is a {slot_type} slot for plugin {plugin} in database "

@@ -20,6 +20,18 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 OBJECT_IN_USE = "55006"
 
 
+class SlotLostError(SourceConfigError):
+    """The server invalidated the slot: the changes it held are gone, so never resume silently."""
+
+    def __init__(self, slot: str) -> None:
+        super().__init__(
+            f"replication slot '{slot}' was invalidated by PostgreSQL (it retained more WAL than "
+            "max_slot_wal_keep_size allows): the changes it held are lost and it cannot be read. "
+            f"Drop it (SELECT pg_drop_replication_slot('{slot}')) and start again from a re-snapshot "
+            "of the tables; raise max_slot_wal_keep_size or keep the pipeline running to avoid this"
+        )
+
+
 def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
@@ -86,6 +98,8 @@ class ReplicationStream:
                     f"{message}: another process reads slot '{slot}'; one slot serves one pipeline worker. "
                     "Stop the other reader or give this pipeline its own spec.source.postgres.slot.name"
                 )
+            if "has been invalidated" in message:
+                raise SlotLostError(slot)
             raise SourceUnavailable(f"START_REPLICATION failed: {message}")
         self.streaming = True
 
