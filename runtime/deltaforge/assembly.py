@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltaforge.checkpoints.file import FileCheckpointStore
 from deltaforge.envelopes import encode_key, encoder_for
@@ -19,14 +19,14 @@ from deltaforge.processors.builtin import FilterProcessor, MaskProcessor, Select
 from deltaforge.protocols import CheckpointStore, Processor
 from deltaforge.sinks.base import Sink
 from deltaforge.sinks.kafka import KafkaSink
-from deltaforge.sinks.redis import RedisSink
 from deltaforge.sinks.stdout import StdoutSink
-from deltaforge.sources.mysql.config import MysqlSettings, MysqlSourceConfig, derive_server_id
-from deltaforge.sources.mysql.source import MysqlSource
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres.connection import PostgresSettings
 from deltaforge.sources.postgres.source import PostgresSource, PostgresSourceConfig
 from deltaforge.spec import Pipeline, Template, resolve
+
+if TYPE_CHECKING:
+    from deltaforge.sources.mysql.source import MysqlSource
 
 Log = Callable[..., None]
 DEFAULT_CHECKPOINT_DIR = ".deltaforge"
@@ -76,14 +76,24 @@ def build_processors(pipeline: Pipeline, secrets: Secrets) -> list[Processor]:
 
 
 def _router(template: Template) -> Callable[[ChangeEvent], str]:
+    """The rendered template of an event's table, rendered once per table.
+
+    Consecutive events mostly share their SourceInfo object: an identity check answers those
+    without building a lookup key.
+    """
     cache: dict[tuple[str, str, str], str] = {}
+    last: list[Any] = [None, ""]  # the last SourceInfo and its answer
 
     def route(event: ChangeEvent) -> str:
         source = event.source
+        if source is last[0]:
+            answer: str = last[1]
+            return answer
         key = (source.db, source.schema, source.table)
         found = cache.get(key)
         if found is None:
             found = cache[key] = template.render(*key)
+        last[0], last[1] = source, found
         return found
 
     return route
@@ -126,6 +136,10 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
             metrics.sink_backpressure_from(sink.name, kafka_sink.backlog)
             sinks.append(kafka_sink)
         elif sink.redis is not None:
+            # Imported on use, like the MySQL source and the Kubernetes client: a worker imports
+            # only what its pipeline runs (each costs a tenth of a second or more at start-up).
+            from deltaforge.sinks.redis import RedisSink  # noqa: PLC0415
+
             redis = sink.redis
             url = secrets(redis.url, f"spec.sinks[{position}].redis.url")
             assert url is not None
@@ -197,6 +211,9 @@ def build_source(
 def _build_mysql_source(
     pipeline: Pipeline, resume: Checkpoint | None, metrics: PipelineMetrics, secrets: Secrets, log: Log
 ) -> MysqlSource:
+    from deltaforge.sources.mysql.config import MysqlSettings, MysqlSourceConfig, derive_server_id  # noqa: PLC0415
+    from deltaforge.sources.mysql.source import MysqlSource  # noqa: PLC0415
+
     mysql = pipeline.spec.source.mysql
     assert mysql is not None
     settings = MysqlSettings(

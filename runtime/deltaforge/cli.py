@@ -36,6 +36,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from deltaforge import gc_tuning
+
+    gc_tuning.pause_for_start_up()
     from deltaforge.assembly import Secrets
     from deltaforge.observability.logging import configure_logging
     from deltaforge.spec import SpecError, load_manifest_file

@@ -1,7 +1,7 @@
-"""The coordinator: source -> bounded queue -> batches at transaction boundaries -> processors ->
+"""The coordinator: source -> bounded channel -> batches at transaction boundaries -> processors ->
 sinks -> checkpoint -> source acknowledgement, in that order and never out of it.
 
-Backpressure: the queue is bounded and a required sink blocks until it accepted a batch, so a slow
+Backpressure: the channel is bounded and a required sink blocks until it accepted a batch, so a slow
 or failing sink stops the source read instead of growing memory. A transaction larger than the
 batch limits is delivered in parts; its checkpoint then records the index reached inside it.
 """
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from deltaforge.channel import Channel, ChannelClosed
 from deltaforge.events import ChangeEvent, Checkpoint, Progress
 from deltaforge.observability.metrics import BatchTrigger
 from deltaforge.protocols import CheckpointStore, CoordinatorMetrics, Item, Processor, Source
 from deltaforge.sinks.base import Sink
-
-_END = object()  # queued when the source returns, so the batcher drains and stops
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class BatchLimits:
     max_events: int = 2000
     max_bytes: int = 4 * 1024 * 1024
     max_delay: float = 0.05
+
+
+_UNLIMITED = BatchLimits(max_events=sys.maxsize, max_bytes=sys.maxsize)
 
 
 @dataclass
@@ -55,23 +58,35 @@ class _Accumulator:
     boundary: int = 0  # items[:boundary] hold only complete transactions
     started: float = 0.0
 
-    def add(self, item: Item) -> None:
-        if not self.items:
+    def add_until_full(self, chunk: list[Item], limits: BatchLimits) -> int:
+        """Add items of `chunk` until a batch limit is reached; how many were added."""
+        items = self.items
+        if not items and chunk:
             self.started = time.monotonic()
-        self.items.append(item)
-        if isinstance(item, Progress):
-            self.boundary = len(self.items)
-            return
-        self.events += 1
-        self.size += item.size
-        if item.last_in_tx:
-            self.boundary = len(self.items)
+        events, size, boundary = self.events, self.size, self.boundary
+        max_events, max_bytes = limits.max_events, limits.max_bytes
+        taken = 0
+        for item in chunk:
+            if events >= max_events or size >= max_bytes:
+                break
+            items.append(item)
+            taken += 1
+            if type(item) is Progress:
+                boundary = len(items)
+                continue
+            assert isinstance(item, ChangeEvent)
+            events += 1
+            size += item.size
+            if item.last_in_tx:
+                boundary = len(items)
+        self.events, self.size, self.boundary = events, size, boundary
+        return taken
 
     def take(self, count: int) -> list[Item]:
         taken, rest = self.items[:count], self.items[count:]
         self.items, self.events, self.size, self.boundary = [], 0, 0, 0
-        for item in rest:
-            self.add(item)
+        if rest:
+            self.add_until_full(rest, _UNLIMITED)
         return taken
 
 
@@ -125,7 +140,7 @@ class Coordinator:
         waits_for_all = commit_policy == "all"
         self._awaited = [sink for sink in self.sinks if sink.required or waits_for_all]
         self._background_sinks = [sink for sink in self.sinks if sink not in self._awaited]
-        self.queue: asyncio.Queue[Item | object] = asyncio.Queue(maxsize=queue_capacity)
+        self.channel = Channel(queue_capacity)
         self._pending = _Accumulator()
         self._stopping = asyncio.Event()
         self._finished = False  # the source ended or a stop was requested: drain, then return
@@ -133,8 +148,8 @@ class Coordinator:
         self.last_delivery = 0.0  # monotonic time of the last delivered batch
         self.delivered_events = 0
 
-    async def emit(self, item: Item) -> None:
-        await self.queue.put(item)
+    async def emit(self, items: list[Item]) -> None:
+        await self.channel.put(items)
 
     def stop(self) -> None:
         """Stop reading; what was read up to the last complete transaction is still delivered."""
@@ -168,25 +183,32 @@ class Coordinator:
         try:
             await self.source.run(self.emit)
         finally:
-            await self.queue.put(_END)
+            self.channel.close()
+
+    def _fill(self) -> bool:
+        """Move queued items into the pending batch until a limit is reached; False once the
+        source has finished and everything it queued was taken."""
+        pending, limits, channel = self._pending, self.limits, self.channel
+        while pending.events < limits.max_events and pending.size < limits.max_bytes:
+            try:
+                chunk = channel.get_nowait()
+            except ChannelClosed:
+                return False
+            if chunk is None:
+                break
+            taken = pending.add_until_full(chunk, limits)
+            if taken < len(chunk):
+                channel.unget(chunk[taken:])
+        return True
 
     async def _next_batch(self, stop_task: asyncio.Task[bool]) -> Batch | None:
         pending, limits = self._pending, self.limits
         if self._finished:
             return self._final_batch()
         while True:
-            # Take what is already queued without a wait: one task and timer per event would cost
-            # more than the rest of the pipeline.
-            while pending.events < limits.max_events and pending.size < limits.max_bytes:
-                try:
-                    queued = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if queued is _END:
-                    self._finished = True
-                    return self._final_batch()
-                assert isinstance(queued, ChangeEvent | Progress)
-                pending.add(queued)
+            if not self._fill():
+                self._finished = True
+                return self._final_batch()
             if pending.events >= limits.max_events or pending.size >= limits.max_bytes:
                 # Cut at the last complete transaction; a single huge transaction is cut mid-way.
                 return Batch(pending.take(pending.boundary or len(pending.items)), BatchTrigger.LIMITS)
@@ -195,24 +217,18 @@ class Coordinator:
             timeout = None
             if pending.boundary:
                 timeout = max(pending.started + limits.max_delay - time.monotonic(), 0)
-            get_task = asyncio.ensure_future(self.queue.get())
+            readable = asyncio.ensure_future(self.channel.wait_readable())
             done, _ = await asyncio.wait(
-                {get_task, stop_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {readable, stop_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-            if get_task not in done:
-                get_task.cancel()
+            if readable not in done:
+                readable.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await get_task
+                    await readable
                 if stop_task in done:
                     self._finished = True
                     return self._final_batch()
                 return Batch(pending.take(pending.boundary), BatchTrigger.TIMER)
-            item = get_task.result()
-            if item is _END:
-                self._finished = True
-                return self._final_batch()
-            assert isinstance(item, ChangeEvent | Progress)
-            pending.add(item)
 
     def _final_batch(self) -> Batch | None:
         """On stop: deliver complete transactions; the partial one replays after restart."""

@@ -5,14 +5,17 @@ and `cloudevents` (CloudEvents 1.0, structured JSON). All serialized with orjson
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final, TypeVar
 
 import orjson
 
 from deltaforge import __version__
-from deltaforge.events import UNCHANGED, ChangeEvent, Op, Row
+from deltaforge.events import UNCHANGED, ChangeEvent, Op, Row, SourceInfo
+
+T = TypeVar("T")
+V = TypeVar("V", bound=Hashable)
 
 # An unchanged TOAST value is written as an explicit marker, never as a fake null.
 UNCHANGED_MARKER: Final = {"__unchanged__": True}
@@ -53,79 +56,137 @@ def _millis(microseconds: int | None) -> int | None:
     return None if microseconds is None else microseconds // 1000
 
 
-def native_payload(event: ChangeEvent) -> dict[str, Any]:
-    source = event.source
-    return {
-        "id": event.event_id,
-        "op": event.op.value,
-        "source": {
-            "connector": source.connector,
-            "name": source.name,
-            "db": source.db,
-            "schema": source.schema,
-            "table": source.table,
-            "position": source.position,
-            "commitTime": iso_utc(source.commit_ts_us),
-            "txId": source.txid,
-        },
-        "key": event.key,
-        "before": event.before,
-        "after": event.after,
-        "tx": {"index": event.index, "last": event.last_in_tx},
-    }
+def _per_source(render: Callable[[SourceInfo, V], T]) -> Callable[[SourceInfo, V], T]:
+    """`render` remembered for the last (SourceInfo, variant) seen.
+
+    The events of one transaction and table share one SourceInfo object, so an identity check
+    replaces rendering (and serializing) the same source block for every event.
+    """
+    last_info: SourceInfo | None = None
+    last_variant: V | None = None
+    last_value: T | None = None
+
+    def cached(info: SourceInfo, variant: V) -> T:
+        nonlocal last_info, last_variant, last_value
+        if info is not last_info or variant != last_variant or last_value is None:
+            last_value, last_info, last_variant = render(info, variant), info, variant
+        return last_value
+
+    return cached
 
 
-def encode_native(event: ChangeEvent) -> bytes:
-    return orjson.dumps(native_payload(event), default=_native_default)
+def _native_source(source: SourceInfo, _: None) -> orjson.Fragment:
+    return orjson.Fragment(
+        orjson.dumps(
+            {
+                "connector": source.connector,
+                "name": source.name,
+                "db": source.db,
+                "schema": source.schema,
+                "table": source.table,
+                "position": source.position,
+                "commitTime": iso_utc(source.commit_ts_us),
+                "txId": source.txid,
+            }
+        )
+    )
 
 
-def encode_debezium(event: ChangeEvent) -> bytes:
-    source = event.source
-    commit_ms = _millis(source.commit_ts_us)
-    payload = {
-        "before": event.before,
-        "after": event.after,
-        "source": {
-            "version": f"deltaforge-{__version__}",
-            "connector": DEBEZIUM_CONNECTORS.get(source.connector, source.connector),
-            "name": source.name,
+def native_encoder() -> Encoder:
+    """`native`: our own shape, the event as it is."""
+    source_block = _per_source(_native_source)
+
+    def encode(event: ChangeEvent) -> bytes:
+        payload = {
+            "id": event.event_id,
+            "op": event.op.value,
+            "source": source_block(event.source, None),
+            "key": event.key,
+            "before": event.before,
+            "after": event.after,
+            "tx": {"index": event.index, "last": event.last_in_tx},
+        }
+        return orjson.dumps(payload, default=_native_default)
+
+    return encode
+
+
+def _debezium_source(source: SourceInfo, variant: tuple[bool, int]) -> orjson.Fragment:
+    snapshot, lsn = variant
+    return orjson.Fragment(
+        orjson.dumps(
+            {
+                "version": f"deltaforge-{__version__}",
+                "connector": DEBEZIUM_CONNECTORS.get(source.connector, source.connector),
+                "name": source.name,
+                "ts_ms": _millis(source.commit_ts_us),
+                "snapshot": "true" if snapshot else "false",
+                "db": source.db,
+                "schema": source.schema,
+                "table": source.table,
+                "txId": source.txid,
+                "lsn": lsn or None,
+                "position": source.position,
+            }
+        )
+    )
+
+
+def debezium_encoder() -> Encoder:
+    """`debezium`: the payload of Debezium's JSON converter without schemas."""
+    source_block = _per_source(_debezium_source)
+
+    def encode(event: ChangeEvent) -> bytes:
+        source = event.source
+        commit_ms = _millis(source.commit_ts_us)
+        payload = {
+            "before": event.before,
+            "after": event.after,
+            "source": source_block(source, (event.op is Op.READ, event.lsn)),
+            "op": event.op.value,
+            # Debezium sets processing time here; the commit time keeps replays byte-identical.
             "ts_ms": commit_ms,
-            "snapshot": "true" if event.op is Op.READ else "false",
-            "db": source.db,
-            "schema": source.schema,
-            "table": source.table,
-            "txId": source.txid,
-            "lsn": event.lsn or None,
-            "position": source.position,
-        },
-        "op": event.op.value,
-        # Debezium sets processing time here; the commit time keeps replays byte-identical.
-        "ts_ms": commit_ms,
-        "transaction": {
-            "id": f"{source.txid}:{source.position}",
-            "total_order": event.index + 1,
-            "data_collection_order": event.index + 1,
-        },
-    }
-    return orjson.dumps(payload, default=_debezium_default)
+            "transaction": {
+                "id": f"{source.txid}:{source.position}",
+                "total_order": event.index + 1,
+                "data_collection_order": event.index + 1,
+            },
+        }
+        return orjson.dumps(payload, default=_debezium_default)
+
+    return encode
 
 
-def encode_cloudevents(event: ChangeEvent, pipeline: str) -> bytes:
-    source = event.source
-    document = {
-        "specversion": "1.0",
-        "id": event.event_id,
-        "source": f"/deltaforge/{pipeline}/{source.connector}/{source.db}",
-        "type": CLOUDEVENT_TYPES[event.op],
-        "subject": event.table_path,
-        "time": iso_utc(source.commit_ts_us),
-        "datacontenttype": "application/json",
-        # CloudEvents extension attributes: lower-case letters and digits only.
-        "deltaforgeposition": source.position,
-        "deltaforgeindex": event.index,
-        "data": {"op": event.op.value, "key": event.key, "before": event.before, "after": event.after},
-    }
-    return orjson.dumps(document, default=_native_default)
+def cloudevents_encoder(pipeline: str) -> Encoder:
+    """`cloudevents`: CloudEvents 1.0 structured mode; `pipeline` names the event source."""
+
+    def attributes(source: SourceInfo, _: None) -> tuple[str, str, str | None]:
+        return (
+            f"/deltaforge/{pipeline}/{source.connector}/{source.db}",
+            f"{source.schema}.{source.table}",
+            iso_utc(source.commit_ts_us),
+        )
+
+    attributes_of = _per_source(attributes)
+
+    def encode(event: ChangeEvent) -> bytes:
+        uri, subject, time = attributes_of(event.source, None)
+        document = {
+            "specversion": "1.0",
+            "id": event.event_id,
+            "source": uri,
+            "type": CLOUDEVENT_TYPES[event.op],
+            "subject": subject,
+            "time": time,
+            "datacontenttype": "application/json",
+            # CloudEvents extension attributes: lower-case letters and digits only.
+            "deltaforgeposition": event.source.position,
+            "deltaforgeindex": event.index,
+            "data": {"op": event.op.value, "key": event.key, "before": event.before, "after": event.after},
+        }
+        return orjson.dumps(document, default=_native_default)
+
+    return encode
 
 
 Encoder = Callable[[ChangeEvent], bytes]
@@ -137,13 +198,13 @@ CONTENT_TYPES: Final = {
 
 
 def encoder_for(envelope: str, pipeline: str) -> Encoder:
-    """The serializer of one envelope; `pipeline` names the CloudEvents source."""
+    """A serializer of one envelope, for one sink (it remembers the last source block it built)."""
     if envelope == "native":
-        return encode_native
+        return native_encoder()
     if envelope == "debezium":
-        return encode_debezium
+        return debezium_encoder()
     if envelope == "cloudevents":
-        return lambda event: encode_cloudevents(event, pipeline)
+        return cloudevents_encoder(pipeline)
     raise ValueError(f"unknown envelope {envelope!r}: use native, debezium or cloudevents")
 
 

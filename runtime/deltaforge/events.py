@@ -1,7 +1,8 @@
 """ChangeEvent: one committed row change, the unit every source emits and every sink writes.
 
 Identity is derived from the source position, never from the clock: a change replayed after a
-restart carries the same `event_id`, so consumers can drop duplicates.
+restart carries the same `event_id` (a UUIDv8 of the transaction's commit position and the change's
+index in it), so consumers can drop duplicates.
 """
 
 from __future__ import annotations
@@ -46,34 +47,44 @@ class _Unchanged:
 
 UNCHANGED: Final = _Unchanged()
 
-# UUIDv5 namespace for event ids (a fixed random UUID of this project).
-_EVENT_NAMESPACE = uuid.UUID("3f7d7c52-4f0e-4d57-9a55-0b8a3f3f5d1e")
-
-
-_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
+# Hashed in front of every event id's name (a fixed random UUID of this project), so our ids never
+# coincide with another system's hashes of the same text.
+_EVENT_NAMESPACE: Final = uuid.UUID("3f7d7c52-4f0e-4d57-9a55-0b8a3f3f5d1e").bytes
+_INDEX_BITS: Final = 42  # changes per transaction an id can number: over four trillion
+_LOW_48: Final = (1 << 48) - 1
 
 
 def event_id(source_id: str, commit_position: str, index: int) -> str:
-    """Deterministic id of the `index`-th change of the transaction committed at `commit_position`.
-
-    A UUIDv5, equal to `uuid.uuid5(namespace, name)`, built without `uuid.UUID` objects: this runs
-    once per event and the object route costs several times more.
-    """
+    """Deterministic id of the `index`-th change of the transaction committed at `commit_position`."""
     return event_ids(source_id, commit_position)(index)
 
 
 def event_ids(source_id: str, commit_position: str) -> Callable[[int], str]:
-    """`event_id` for every index of one transaction, hashing the shared prefix once."""
-    prefix = hashlib.sha1(_NAMESPACE_BYTES + f"{source_id}|{commit_position}|".encode())
+    """`event_id` for every index of one transaction: a UUIDv8 (RFC 9562) made of 80 bits of
+    SHA-1(namespace, "source_id|commit_position") and the 42-bit index.
+
+    One hash per transaction and string formatting per event: a hash per event (UUIDv5) cost
+    about a tenth of a worker's CPU. Two transactions share an id prefix only on an 80-bit hash
+    collision; the index makes ids of one transaction distinct by construction.
+    """
+    digest = hashlib.sha1(_EVENT_NAMESPACE + f"{source_id}|{commit_position}".encode()).digest()
+    hashed = int.from_bytes(digest[:10])
+    base = (
+        (hashed >> 32) << 80  # 48 bits
+        | 0x8 << 76  # version 8
+        | ((hashed >> 20) & 0xFFF) << 64  # 12 bits
+        | 0b10 << 62  # the RFC 9562 variant
+        | (hashed & 0xFFFFF) << _INDEX_BITS  # 20 bits; the index fills the 42 below
+    )
+    text = f"{base:032x}"
+    prefix = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-"
+    tail = base & _LOW_48
+    limit = 1 << _INDEX_BITS
 
     def for_index(index: int) -> str:
-        hashed = prefix.copy()
-        hashed.update(str(index).encode())
-        digest = bytearray(hashed.digest()[:16])
-        digest[6] = (digest[6] & 0x0F) | 0x50
-        digest[8] = (digest[8] & 0x3F) | 0x80
-        text = digest.hex()
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        if not 0 <= index < limit:
+            raise ValueError(f"event index {index} is outside 0..2^{_INDEX_BITS}-1")
+        return f"{prefix}{tail | index:012x}"
 
     return for_index
 

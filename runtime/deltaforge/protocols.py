@@ -13,14 +13,15 @@ from deltaforge.events import ChangeEvent, Checkpoint, Progress
 from deltaforge.observability.metrics import BatchTrigger, SinkFailureKind
 
 Item = ChangeEvent | Progress
-Emit = Callable[[Item], Awaitable[None]]
+Emit = Callable[[list[Item]], Awaitable[None]]
 
 
 class Source(Protocol):
     name: str
 
     async def run(self, emit: Emit) -> None:
-        """Read changes and hand them to `emit` in commit order until `stop()`; may raise on fatal errors."""
+        """Read changes and hand them to `emit` in commit order, a list at a time (one call per
+        network read, not per event), until `stop()`; may raise on fatal errors."""
 
     async def acknowledge(self, checkpoint: Checkpoint) -> None:
         """Everything up to `checkpoint` is durable in the sinks: the source may release it."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from deltaforge import __version__
+from deltaforge import __version__, gc_tuning
 from deltaforge.assembly import Secrets, build_checkpoints, build_processors, build_sinks, build_source
 from deltaforge.coordinator import BatchLimits, Coordinator
 from deltaforge.observability.http import ObservabilityServer
@@ -47,7 +47,7 @@ class WorkerHealth:
     def liveness(self) -> tuple[bool, str]:
         if self.fatal:
             return False, self.fatal
-        waiting = self.coordinator.queue.qsize()
+        waiting = self.coordinator.channel.depth()
         idle = time.monotonic() - max(self.coordinator.last_delivery, self.started)
         ready, _ = self.coordinator.health()
         if waiting and ready and idle > STUCK_AFTER_SECONDS:
@@ -74,7 +74,7 @@ class WorkerHealth:
             if checkpoint
             else None,
             "deliveredEvents": self.coordinator.delivered_events,
-            "queueDepth": self.coordinator.queue.qsize(),
+            "queueDepth": self.coordinator.channel.depth(),
             "lastEventAgeSeconds": round(time.monotonic() - self.source.last_event_monotonic, 3),
             "sinks": {
                 sink.name: dict(zip(("healthy", "reason"), sink.health(), strict=True))
@@ -110,7 +110,7 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
             checkpoints=checkpoints,
             metrics=metrics,
         )
-        metrics.channel_depth_from(coordinator.queue.qsize)
+        metrics.channel_depth_from(coordinator.channel.depth)
         health = WorkerHealth(pipeline, coordinator, source)
         server = ObservabilityServer(metrics, health, host=http_host, port=http_port)
         try:
@@ -135,6 +135,7 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
             http_port=server.port,
         )
         metrics.lifecycle(LifecycleAction.START, LifecycleResult.SUCCESS)
+        gc_tuning.tune_for_streaming()
         try:
             await coordinator.run()
         except SourceConfigError as error:

@@ -68,8 +68,8 @@ async def refusal(
     """The SourceConfigError the source stops with (in preflight: before it emits anything)."""
     emitted: list[Item] = []
 
-    async def emit(item: Item) -> None:
-        emitted.append(item)
+    async def emit(items: list[Item]) -> None:
+        emitted.extend(items)
 
     source = MysqlSource(source_config, resume=resume, metrics=NullMetrics(), log=lambda *_, **__: None)
     try:
@@ -269,8 +269,8 @@ async def test_an_unreachable_server_is_retried_not_fatal() -> None:
         log=lambda *_, **__: None,
     )
 
-    async def emit(item: Item) -> None:
-        raise AssertionError(f"nothing can be emitted without a server: {item}")
+    async def emit(items: list[Item]) -> None:
+        raise AssertionError(f"nothing can be emitted without a server: {items}")
 
     task = asyncio.create_task(source.run(emit))
     await asyncio.sleep(2.0)

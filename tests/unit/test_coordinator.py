@@ -42,7 +42,7 @@ class ListSource:
 
     async def run(self, emit: Emit) -> None:
         for item in self.items:
-            await emit(item)
+            await emit([item])
 
     async def acknowledge(self, checkpoint: Checkpoint) -> None:
         self.log.append(f"ack {checkpoint.position}:{checkpoint.index}")

@@ -62,8 +62,8 @@ def inserts(*ids: int) -> Rows:
 async def feed(made: Assembler, *records: Any) -> list[Item]:
     out: list[Item] = []
 
-    async def emit(item: Item) -> None:
-        out.append(item)
+    async def emit(items: list[Item]) -> None:
+        out.extend(items)
 
     for record in records:
         await made.feed(record, emit)
@@ -127,8 +127,8 @@ async def test_uncaptured_transactions_are_checkpointed_at_most_once_a_second_an
     assert await feed(made, *transaction("0-1-11", 200), *transaction("0-1-12", 300)) == []
     out: list[Item] = []
 
-    async def emit(item: Item) -> None:
-        out.append(item)
+    async def emit(items: list[Item]) -> None:
+        out.extend(items)
 
     await made.idle(emit)
     assert out == [Progress("gtid=0-1-12;prior=0-1-11;binlog=bin.000001:300")]

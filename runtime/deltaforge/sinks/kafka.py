@@ -171,25 +171,32 @@ class KafkaSink:
             await self._connect()
         producer = self._producer
         assert producer is not None
+        encode, key_for = self._encode, self._key_for
         try:
-            records = [
-                (self._topic_for(event), self._encode(event), self._key_for(event), event) for event in events
-            ]
+            # Everything is serialized before anything is sent: a bad event must not leave part
+            # of the batch in Kafka, to be written again by every retry.
+            encoded = [(encode(event), key_for(event)) for event in events]
         except (TypeError, ValueError) as error:
             raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
         try:
-            await asyncio.gather(*await self._send_batches(producer, records))
+            await asyncio.gather(*await self._send_batches(producer, events, encoded))
         except (TimeoutError, KafkaError, OSError) as error:
             raise SinkError(classify(error), str(error) or type(error).__name__) from error
 
     async def _send_batches(
-        self, producer: AIOKafkaProducer, records: list[tuple[str, bytes, bytes | None, ChangeEvent]]
+        self,
+        producer: AIOKafkaProducer,
+        events: Sequence[ChangeEvent],
+        encoded: list[tuple[bytes, bytes | None]],
     ) -> list[asyncio.Future[Any]]:
         """Fill one record batch per partition and hand each over when full: per-record `send()`
         costs a future and a metadata object per event, the largest share of a worker's CPU."""
         builders: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
-        for topic, value, key, event in records:
+        topic_for = self._topic_for
+        last_source, position = None, b""
+        for event, (value, key) in zip(events, encoded, strict=True):
+            topic = topic_for(event)
             partitions = self._partitions.get(topic)
             if partitions is None:
                 partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
@@ -198,7 +205,9 @@ class KafkaSink:
             builder = builders.get(slot)
             if builder is None:
                 builder = builders[slot] = producer.create_batch()
-            headers = [("event_id", event.event_id.encode()), ("position", event.source.position.encode())]
+            if event.source is not last_source:
+                last_source, position = event.source, event.source.position.encode()
+            headers = [("event_id", event.event_id.encode()), ("position", position)]
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 pending.append(await producer.send_batch(builder, topic, partition=partition))
                 builder = builders[slot] = producer.create_batch()

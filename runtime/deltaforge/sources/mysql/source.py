@@ -107,7 +107,7 @@ class MysqlSource:
         )  # fmt: skip
         if start is None:
             start = facts.current.before()
-            await emit(Progress(facts.current.format()))  # pins the start in the first checkpoint
+            await emit([Progress(facts.current.format())])  # pins the start in the first checkpoint
         self._assembler = Assembler(
             self.config.source_id,
             gtids=self._gtids(start, facts),

@@ -144,7 +144,7 @@ class Assembler:
         path = f"{schema}.{table}"
         tx.counts[path] = tx.counts.get(path, 0) + 1
         if tx.held is not None:
-            await emit(tx.held)
+            await emit([tx.held])
             tx.emitted_through = tx.held.index
         tx.held = event
 
@@ -160,7 +160,7 @@ class Assembler:
         self._skip = None
         if tx.held is not None:
             tx.held.last_in_tx = True
-            await emit(tx.held)
+            await emit([tx.held])
             self._pending = None
             self._last_sent = self._clock()
             self.position = tx.text
@@ -175,6 +175,6 @@ class Assembler:
 
     async def _send_progress(self, emit: Emit) -> None:
         assert self._pending is not None
-        await emit(Progress(self._pending))
+        await emit([Progress(self._pending)])
         self.position, self._pending = self._pending, None
         self._last_sent = self._clock()

@@ -128,8 +128,8 @@ _ARRAY_TOKEN: Final = re.compile(r'[{},]|"((?:[^"\\]|\\.)*)"|([^{},"\s]+)|\s+', 
 _ESCAPED: Final = re.compile(r"\\(.)", re.DOTALL)
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode()
+# The unbound method itself: a converter that is a C function costs no Python frame per value.
+_text: Final[Converter] = bytes.decode
 
 
 def _identity(text: str) -> str:
@@ -220,6 +220,15 @@ def _timestamp_general(text: str, utc: bool) -> str:
     if moment.microsecond:
         time = f"{time}.{moment.microsecond:06d}"
     return f"{date}T{time}Z" if utc else f"{date}T{time}"
+
+
+def _timestamptz(raw: bytes) -> str:
+    """`_timestamptz_text` without the intermediate frames: the commonest timestamp of a row."""
+    text = raw.decode()
+    if text[-3:] == "+00" and text[4:5] == "-" and text[10:11] == " ":
+        time = text[11:-3]
+        return f"{text[:10]}T{time:0<15}Z" if len(time) > 8 else f"{text[:10]}T{time}Z"
+    return _timestamp_general(text, utc=True)
 
 
 def _timestamptz_text(text: str) -> str:
@@ -348,6 +357,7 @@ _CONVERTERS: Final[dict[int, Converter]] = {
     **{oid: _from_text(convert) for oid, convert in _TEXT_CONVERTERS.items()},
     **_READS_BYTES,
     BOOL: _bool,
+    TIMESTAMPTZ: _timestamptz,
     JSON: _json,
     JSONB: _json,
     **{
