@@ -36,13 +36,13 @@ def _transaction(position: int, rows: int, table: str = "orders") -> list[Change
 class ListSource:
     name = "fake"
 
-    def __init__(self, items: Sequence[Item], log: list[str]) -> None:
-        self.items, self.log = list(items), log
+    def __init__(self, items: Sequence[Item], log: list[str], chunk: int = 1) -> None:
+        self.items, self.log, self.chunk = list(items), log, chunk
         self.acknowledged: list[Checkpoint] = []
 
     async def run(self, emit: Emit) -> None:
-        for item in self.items:
-            await emit([item])
+        for start in range(0, len(self.items), self.chunk):
+            await emit(self.items[start : start + self.chunk])
 
     async def acknowledge(self, checkpoint: Checkpoint) -> None:
         self.log.append(f"ack {checkpoint.position}:{checkpoint.index}")
@@ -120,9 +120,10 @@ def _run(
     processors: Sequence[Processor] = (),
     metrics: NullMetrics | None = None,
     more_sinks: Sequence[RecordingSink] = (),
+    chunk: int = 1,
 ) -> tuple[list[str], RecordingSink, ListSource]:
     log: list[str] = []
-    source, sink = ListSource(items, log), RecordingSink("kafka", log)
+    source, sink = ListSource(items, log, chunk), RecordingSink("kafka", log)
     coordinator = Coordinator(
         source=source,
         sinks=[sink, *more_sinks],
@@ -143,6 +144,17 @@ def test_batches_end_at_transaction_boundaries() -> None:
     assert sink.batches[0] == ["0/10:0", "0/10:1", "0/10:2"]
     assert all(batch[-1].endswith(":2") for batch in sink.batches)
     assert sum(len(batch) for batch in sink.batches) == 9
+
+
+def test_a_chunk_bigger_than_a_batch_is_split_at_the_same_boundaries() -> None:
+    items = [*_transaction(0x10, 3), *_transaction(0x20, 3), *_transaction(0x30, 3)]
+    for chunk in (1, 4, len(items)):
+        _, sink, source = _run(items, BatchLimits(max_events=4, max_bytes=10**9, max_delay=5), chunk=chunk)
+        assert all(len(batch) <= 4 for batch in sink.batches)
+        assert [entry for batch in sink.batches for entry in batch] == [
+            f"{event.source.position}:{event.index}" for event in items
+        ]
+        assert source.acknowledged[-1] == Checkpoint("0/30", -1, 0x31)
 
 
 def test_checkpoint_is_saved_after_the_write_and_before_the_acknowledgement() -> None:
