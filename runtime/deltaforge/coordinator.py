@@ -36,10 +36,11 @@ _UNLIMITED = BatchLimits(max_events=sys.maxsize, max_bytes=sys.maxsize)
 class Batch:
     items: list[Item]
     trigger: BatchTrigger
+    size: int  # bytes as received from the source, for the batch metrics
 
     @property
     def events(self) -> list[ChangeEvent]:
-        return [item for item in self.items if isinstance(item, ChangeEvent)]
+        return [item for item in self.items if type(item) is ChangeEvent]
 
     def checkpoint(self) -> Checkpoint:
         last = self.items[-1]
@@ -82,12 +83,13 @@ class _Accumulator:
         self.events, self.size, self.boundary = events, size, boundary
         return taken
 
-    def take(self, count: int) -> list[Item]:
-        taken, rest = self.items[:count], self.items[count:]
+    def take(self, count: int, trigger: BatchTrigger) -> Batch:
+        """The first `count` items as a batch; the rest stay pending."""
+        taken, rest, size = self.items[:count], self.items[count:], self.size
         self.items, self.events, self.size, self.boundary = [], 0, 0, 0
         if rest:
             self.add_until_full(rest, _UNLIMITED)
-        return taken
+        return Batch(taken, trigger, size - self.size)
 
 
 class NonRequiredDelivery:
@@ -211,9 +213,9 @@ class Coordinator:
                 return self._final_batch()
             if pending.events >= limits.max_events or pending.size >= limits.max_bytes:
                 # Cut at the last complete transaction; a single huge transaction is cut mid-way.
-                return Batch(pending.take(pending.boundary or len(pending.items)), BatchTrigger.LIMITS)
+                return pending.take(pending.boundary or len(pending.items), BatchTrigger.LIMITS)
             if pending.boundary and time.monotonic() >= pending.started + limits.max_delay:
-                return Batch(pending.take(pending.boundary), BatchTrigger.TIMER)
+                return pending.take(pending.boundary, BatchTrigger.TIMER)
             timeout = None
             if pending.boundary:
                 timeout = max(pending.started + limits.max_delay - time.monotonic(), 0)
@@ -228,13 +230,13 @@ class Coordinator:
                 if stop_task in done:
                     self._finished = True
                     return self._final_batch()
-                return Batch(pending.take(pending.boundary), BatchTrigger.TIMER)
+                return pending.take(pending.boundary, BatchTrigger.TIMER)
 
     def _final_batch(self) -> Batch | None:
         """On stop: deliver complete transactions; the partial one replays after restart."""
         if not self._pending.boundary:
             return None
-        return Batch(self._pending.take(self._pending.boundary), BatchTrigger.SHUTDOWN)
+        return self._pending.take(self._pending.boundary, BatchTrigger.SHUTDOWN)
 
     def _process(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
         for processor in self.processors:
@@ -249,7 +251,7 @@ class Coordinator:
     async def _deliver(self, batch: Batch, background: list[NonRequiredDelivery]) -> None:
         started = time.perf_counter()
         raw = batch.events
-        self.metrics.batch(len(raw), sum(event.size for event in raw))
+        self.metrics.batch(len(raw), batch.size)
         events = self._process(raw)
         self.metrics.stage_latency("processors", batch.trigger, time.perf_counter() - started)
         if events:

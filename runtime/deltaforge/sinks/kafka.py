@@ -194,9 +194,10 @@ class KafkaSink:
         builders: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
         topic_for = self._topic_for
-        last_source, position = None, b""
+        last_source, position, topic = None, b"", ""
         for event, (value, key) in zip(events, encoded, strict=True):
-            topic = topic_for(event)
+            if event.source is not last_source:  # a new table or transaction: its topic and position
+                last_source, position, topic = event.source, event.source.position.encode(), topic_for(event)
             partitions = self._partitions.get(topic)
             if partitions is None:
                 partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
@@ -205,8 +206,6 @@ class KafkaSink:
             builder = builders.get(slot)
             if builder is None:
                 builder = builders[slot] = producer.create_batch()
-            if event.source is not last_source:
-                last_source, position = event.source, event.source.position.encode()
             headers = [("event_id", event.event_id.encode()), ("position", position)]
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 pending.append(await producer.send_batch(builder, topic, partition=partition))

@@ -74,6 +74,9 @@ class _Table:
         """The replica identity columns of `row`: the default Kafka key."""
         if row is None or not self.key_columns:
             return None
+        if len(self.key_columns) == 1:  # the common case, without a comprehension's frame
+            name = self.key_columns[0]
+            return {name: row.get(name)}
         return {name: row.get(name) for name in self.key_columns}
 
 
@@ -181,16 +184,18 @@ class PostgresSource:
             last_status = 0.0
             decode, handle, insert, header = decoder.decode, self._handle, self._insert, XLOG_DATA.size
             while not self._stopping.is_set():
+                last_data = None
                 for frame in await stream.read(wait_seconds=0.2):
                     kind = frame[0]
                     if kind == 0x77:  # 'w' XLogData
-                        end = XLOG_DATA.unpack_from(frame)[2]
-                        self._received_lsn = max(self._received_lsn, end)
+                        last_data = frame
                         body = bytes(frame[header:])
                         if body[0] != _INSERT or decoder.in_stream or not insert(body, len(frame)):
                             handle(decode(body), len(frame))
                     elif kind == 0x6B and KEEPALIVE.unpack_from(frame)[3]:  # 'k' asking for a reply
                         last_status = 0.0
+                if last_data is not None:  # frames arrive in WAL order: the last one ends furthest
+                    self._received_lsn = max(self._received_lsn, XLOG_DATA.unpack_from(last_data)[2])
                 out, self._out = self._out, []
                 await emit(out)
                 # The channel rarely makes us wait: yield so the coordinator drains while we read on.
