@@ -46,6 +46,12 @@ INVALID: list[tuple[str, Mutation, str, str]] = [
     ("missing source", lambda m: m["spec"].pop("source"), "spec.source", "required field is missing"),
     ("no sinks", lambda m: m["spec"].update(sinks=[]), "spec.sinks", "must not be empty"),
     (
+        "too many sinks",
+        lambda m: m["spec"].update(sinks=[{"name": f"s{index}", "stdout": {}} for index in range(17)]),
+        "spec.sinks",
+        "must have at most 16 items",
+    ),
+    (
         "duplicate sink names",
         lambda m: m["spec"]["sinks"].append({"name": "events", "stdout": {}}),
         "spec.sinks",

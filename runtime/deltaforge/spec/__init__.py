@@ -20,6 +20,7 @@ from deltaforge.spec.loading import load_manifest, load_manifest_file, parse_pip
 from deltaforge.spec.pipeline import (
     API_VERSION,
     KIND,
+    MAX_SINKS,
     BatchSpec,
     CheckpointSpec,
     CommitPolicy,
@@ -60,6 +61,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_SECRETS_DIR",
     "KIND",
+    "MAX_SINKS",
     "PLACEHOLDERS",
     "REVEAL_CREDENTIALS",
     "SECRETS_DIR_ENV",

@@ -8,7 +8,7 @@ choices expressed by which key is present.
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -27,12 +27,21 @@ class SpecModel(BaseModel):
     )
 
 
+def _variants_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    # `oneOf` of `required` is JSON Schema's "exactly one of these keys"; the CRD turns it into a
+    # CEL rule, and editors that validate manifests against the JSON schema see it too.
+    fields = model.model_fields
+    schema["oneOf"] = [{"required": [fields[name].alias or name]} for name in model.variants]
+
+
 class OneOfModel(SpecModel):
     """A model whose variants are optional fields of which exactly one must be set.
 
     Kubernetes expresses a union by which key is present (`{kafka: {...}}`), which keeps the
     schema structural and `kubectl explain` readable, unlike a `type:` discriminator.
     """
+
+    model_config = ConfigDict(json_schema_extra=_variants_schema)
 
     variants: ClassVar[tuple[str, ...]]
 
@@ -48,6 +57,20 @@ class OneOfModel(SpecModel):
     def kind(self) -> str:
         """The name of the variant that is set, e.g. `kafka`."""
         return next(name for name in self.variants if getattr(self, name) is not None)
+
+
+def schema_pattern(regex: str, *, max_length: int | None = None) -> Any:
+    """The JSON schema `pattern` (and `maxLength`) of a string that a validator already checks.
+
+    Only the schema changes: values are still checked by the validator with its plain-English
+    message. The schema copy lets the API server reject the same values at `kubectl apply`, and
+    `maxLength` bounds the cost of the CRD's CEL rules. `regex` is what the validator matches
+    with `fullmatch`, in the syntax Python, JSON Schema and Go's RE2 share.
+    """
+    extra: dict[str, Any] = {"pattern": f"^(?:{regex})$"}
+    if max_length is not None:
+        extra["maxLength"] = max_length
+    return Field(json_schema_extra=extra)
 
 
 def _check_dns_label(value: str) -> str:
@@ -68,10 +91,14 @@ def _check_dns_subdomain(value: str) -> str:
     return value
 
 
-DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+DnsLabel = Annotated[str, AfterValidator(_check_dns_label), schema_pattern(_DNS_LABEL.pattern, max_length=63)]
 """A Kubernetes DNS-1123 label: pipeline, namespace and sink names."""
 
-DnsSubdomain = Annotated[str, AfterValidator(_check_dns_subdomain)]
+DnsSubdomain = Annotated[
+    str,
+    AfterValidator(_check_dns_subdomain),
+    schema_pattern(rf"{_DNS_LABEL.pattern}(?:\.{_DNS_LABEL.pattern})*", max_length=253),
+]
 """A Kubernetes object name such as a Secret or ConfigMap name."""
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]

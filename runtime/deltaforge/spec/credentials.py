@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from deltaforge.spec.base import DnsSubdomain, SpecModel
+from deltaforge.spec.base import DnsSubdomain, SpecModel, schema_pattern
 from deltaforge.spec.errors import SpecError
 
 SECRETS_DIR_ENV = "DELTAFORGE_SECRETS_DIR"
@@ -57,9 +57,9 @@ class SecretKeyRef(SpecModel):
     """A key of a Kubernetes Secret in the pipeline's namespace."""
 
     name: DnsSubdomain = Field(description="Name of the Secret, in the same namespace as the Pipeline.")
-    key: Annotated[str, AfterValidator(_check_secret_key)] = Field(
-        description="Key inside the Secret whose value is the credential, e.g. `password`."
-    )
+    key: Annotated[
+        str, AfterValidator(_check_secret_key), schema_pattern(_SECRET_KEY.pattern, max_length=253)
+    ] = Field(description="Key inside the Secret whose value is the credential, e.g. `password`.")
 
 
 class Credential(SpecModel):

@@ -61,6 +61,8 @@ def _message(detail: ErrorDetails, root: type[BaseModel]) -> str:
         case "too_short":
             count = context["min_length"]
             return "must not be empty" if count == 1 else f"must have at least {count} items"
+        case "too_long":
+            return f"must have at most {context['max_length']} items"
         case "string_too_long":
             return f"must be at most {context['max_length']} characters"
         case "value_error":

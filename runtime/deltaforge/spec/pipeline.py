@@ -9,7 +9,7 @@ from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from deltaforge.spec.base import DnsLabel, DnsSubdomain, NonEmptyStr, OneOfModel, SpecModel
+from deltaforge.spec.base import DnsLabel, DnsSubdomain, NonEmptyStr, OneOfModel, SpecModel, schema_pattern
 from deltaforge.spec.credentials import REVEAL_CREDENTIALS
 from deltaforge.spec.processors import ProcessorSpec
 from deltaforge.spec.sinks import SinkSpec
@@ -18,6 +18,7 @@ from deltaforge.spec.units import PositiveDuration, PositiveQuantity
 
 API_VERSION: Final = "deltaforge.io/v1alpha1"
 KIND: Final = "Pipeline"
+MAX_SINKS: Final = 16
 
 # Set by the API server on every object; the operator may hand them over with the manifest.
 _SERVER_METADATA = frozenset(
@@ -138,7 +139,10 @@ class CheckpointSpec(OneOfModel):
 class PipelineSpec(SpecModel):
     """Desired state of a DeltaForge Pipeline: one source, optional processors, one or more sinks."""
 
-    tenant: Annotated[str, AfterValidator(_check_tenant)] | None = Field(
+    tenant: (
+        Annotated[str, AfterValidator(_check_tenant), schema_pattern(_LABEL_VALUE.pattern, max_length=63)]
+        | None
+    ) = Field(
         default=None,
         description="Tenant the pipeline belongs to, used as a label on metrics and logs. Default: the namespace.",
     )
@@ -153,8 +157,10 @@ class PipelineSpec(SpecModel):
     processors: list[ProcessorSpec] = Field(
         default_factory=list, description="Processing steps applied to every event, in order."
     )
-    sinks: Annotated[list[SinkSpec], Field(min_length=1)] = Field(
-        description="Destinations for the change events; at least one, with unique names."
+    # The bound keeps the cost of the CRD's CEL rule for unique names (quadratic) within the API
+    # server's budget; in the model too, so `deltaforge validate` accepts what a cluster accepts.
+    sinks: Annotated[list[SinkSpec], Field(min_length=1, max_length=MAX_SINKS)] = Field(
+        description=f"Destinations for the change events; 1 to {MAX_SINKS}, with unique names."
     )
     batch: BatchSpec = Field(
         default_factory=BatchSpec, description="Limits that close a batch of changes for the sinks."

@@ -65,7 +65,12 @@ BootstrapServers = Annotated[
     BeforeValidator(_split_servers),
     Field(min_length=1),
     WithJsonSchema(
-        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+            ]
+        },
     ),
 ]
 TopicTemplate = Annotated[TemplateStr, AfterValidator(_check_topic)]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from deltaforge.spec.base import NonEmptyStr, OneOfModel, Port, SpecModel
+from deltaforge.spec.base import NonEmptyStr, OneOfModel, Port, SpecModel, schema_pattern
 from deltaforge.spec.credentials import CredentialField
 from deltaforge.spec.tables import TablePattern
 from deltaforge.spec.units import NonNegativeDuration, PositiveDuration
@@ -34,8 +34,10 @@ def _check_identifier(value: str) -> str:
     return value
 
 
-SlotName = Annotated[str, AfterValidator(_check_slot_name)]
-PublicationName = Annotated[str, AfterValidator(_check_identifier)]
+SlotName = Annotated[str, AfterValidator(_check_slot_name), schema_pattern(_SLOT_NAME.pattern, max_length=63)]
+PublicationName = Annotated[
+    str, AfterValidator(_check_identifier), schema_pattern(_IDENTIFIER.pattern, max_length=63)
+]
 TablePatterns = Annotated[list[TablePattern], Field(min_length=1)]
 ServerId = Annotated[int, Field(ge=1, le=4294967295)]
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from deltaforge.spec.base import schema_pattern
+
 _PART = re.compile(r"[A-Za-z0-9_$*-]+")
 
 
@@ -27,7 +29,9 @@ def check_table_pattern(text: str) -> str:
     return text
 
 
-TablePattern = Annotated[str, AfterValidator(check_table_pattern)]
+TablePattern = Annotated[
+    str, AfterValidator(check_table_pattern), schema_pattern(rf"{_PART.pattern}\.{_PART.pattern}")
+]
 """`schema.table` (MySQL: `database.table`); `*` matches any run of characters in either part."""
 
 
