@@ -111,7 +111,13 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
     sinks: list[Sink] = []
 
     def log_failure(sink: str, error: Exception, delay: float) -> None:
-        log("sink_write_failed", sink=sink, error=str(error), retry_in_seconds=round(delay, 2))
+        log(
+            "sink_write_failed",
+            level="warning",
+            sink=sink,
+            error=str(error),
+            retry_in_seconds=round(delay, 2),
+        )
 
     context = {"pipeline": pipeline.name, "tenant": pipeline.tenant}
     for position, sink in enumerate(pipeline.spec.sinks):

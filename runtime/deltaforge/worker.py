@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from deltaforge import __version__, gc_tuning
@@ -94,9 +94,7 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
             log.info("pipeline_not_running", state=pipeline.spec.state.value)
             return 0
 
-        def say(event: str, **fields: Any) -> None:
-            log.info(event, **fields)
-
+        say = _parts_log(log)
         checkpoints = build_checkpoints(pipeline)
         resume = await checkpoints.load()
         source = build_source(pipeline, resume, metrics, secrets, say)
@@ -160,6 +158,15 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         return 0
     finally:
         restore_hooks()
+
+
+def _parts_log(log: Any) -> Callable[..., None]:
+    """The log the source and sinks write to: info, or `level="warning"` for faults they retry."""
+
+    def say(event: str, *, level: str = "info", **fields: Any) -> None:
+        getattr(log, level)(event, **fields)
+
+    return say
 
 
 async def _let_closing_tasks_finish(grace: float) -> None:

@@ -132,7 +132,12 @@ class MysqlSource:
                 delay = random.uniform(0.1, min(MAX_BACKOFF, 0.5 * 2**attempt))
                 attempt += 1
                 self._health = (False, f"connecting: {error_text(error)}")
-                self._log("source_unavailable", error=error_text(error), retry_in_seconds=round(delay, 2))
+                self._log(
+                    "source_unavailable",
+                    level="warning",
+                    error=error_text(error),
+                    retry_in_seconds=round(delay, 2),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         return None
@@ -191,7 +196,12 @@ class MysqlSource:
                 attempt += 1
                 self._health = (False, f"reconnecting: {error_text(error)}")
                 self._metrics.source_reconnect()
-                self._log("source_reconnecting", error=error_text(error), retry_in_seconds=round(delay, 2))
+                self._log(
+                    "source_reconnecting",
+                    level="warning",
+                    error=error_text(error),
+                    retry_in_seconds=round(delay, 2),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
             finally:

@@ -159,7 +159,9 @@ class PostgresSource:
                 self._health = (False, f"reconnecting: {error}")
                 self._metrics.source_reconnect()
                 delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
-                self._log("source_reconnecting", error=str(error), retry_in_seconds=round(delay, 2))
+                self._log(
+                    "source_reconnecting", level="warning", error=str(error), retry_in_seconds=round(delay, 2)
+                )
                 attempt += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
@@ -241,7 +243,7 @@ class PostgresSource:
                 finally:
                     await connection.close()
             except (SourceUnavailable, SourceConfigError, psycopg.Error, OSError) as error:
-                self._log("heartbeat_failed", error=str(error))
+                self._log("heartbeat_failed", level="warning", error=str(error))
 
     def _handle(self, message: pgoutput.Message, size: int) -> None:
         """Turn one message into items appended to `self._out`, which `_stream` hands over after
