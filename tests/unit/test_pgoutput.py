@@ -13,6 +13,7 @@ import pytest
 
 from deltaforge.events import UNCHANGED
 from deltaforge.sources.postgres import values
+from deltaforge.sources.postgres.arrays import parse_array
 from deltaforge.sources.postgres.pgoutput import (
     PG_EPOCH_OFFSET_US,
     Begin,
@@ -36,7 +37,7 @@ from deltaforge.sources.postgres.pgoutput import (
     Update,
     decode,
 )
-from deltaforge.sources.postgres.values import convert_tuple, converter_for, parse_array
+from deltaforge.sources.postgres.values import convert_tuple, converter_for
 
 XID = 0x01020304
 TS_PG = 757_382_400_123_456  # 2024-01-01 00:00:00.123456 UTC in microseconds since 2000-01-01

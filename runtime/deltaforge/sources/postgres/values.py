@@ -28,10 +28,10 @@ from typing import Any, Final, TypeAlias
 import orjson
 
 from deltaforge.events import UNCHANGED
+from deltaforge.sources.postgres.arrays import TextConverter, array_converter
 from deltaforge.sources.postgres.pgoutput import TupleValues
 
 Converter: TypeAlias = Callable[[bytes], Any]
-TextConverter: TypeAlias = Callable[[str], Any]
 
 # Built-in type OIDs (fixed in every PostgreSQL since they come from the catalog's bootstrap data).
 BOOL: Final = 16
@@ -124,8 +124,6 @@ _BYTEA_ESCAPE: Final = re.compile(rb"\\(\\|[0-7]{3})")
 # orjson reads integers beyond 64 bits as floats, silently rounding them: such documents go to
 # Python's parser, which keeps them exact.
 _LONG_INTEGER: Final = re.compile(rb"\d{20}")
-_ARRAY_TOKEN: Final = re.compile(r'[{},]|"((?:[^"\\]|\\.)*)"|([^{},"\s]+)|\s+', re.DOTALL)
-_ESCAPED: Final = re.compile(r"\\(.)", re.DOTALL)
 
 
 # The unbound method itself: a converter that is a C function costs no Python frame per value.
@@ -254,77 +252,9 @@ def _date_text(text: str) -> str:
     return f"{_year(1 - year if match[4] else year)}-{match[2]}-{match[3]}"
 
 
-def parse_array(text: str, element: TextConverter) -> list[Any]:
-    """PostgreSQL's array output ('{1,2,NULL}', '{{1,2},{3,4}}', '[0:1]={a,b}') as nested lists.
-
-    Unquoted NULL is SQL NULL (None); a quoted "NULL" is the string. Explicit bounds, which the
-    server writes when a lower bound is not 1, are dropped: a JSON list has no lower bound.
-    """
-    if text[:1] == "[":
-        text = text[text.index("=") + 1 :]
-    if (
-        text[:1] == "{"
-        and text.find("{", 1) == -1
-        and text.find("}") == len(text) - 1
-        and '"' not in text
-        and "\\" not in text
-        and " " not in text
-    ):
-        # One dimension, nothing quoted: the common case (numbers, simple words) needs no scanner.
-        inner = text[1:-1]
-        if not inner:
-            return []
-        return [None if item == "NULL" else element(item) for item in inner.split(",")]
-    return _parse_nested(text, element)
-
-
-def _parse_nested(text: str, element: TextConverter) -> list[Any]:
-    root: list[Any] | None = None
-    stack: list[list[Any]] = []
-    position = 0
-    for token in _ARRAY_TOKEN.finditer(text):
-        if token.start() != position:
-            raise ValueError(f"malformed array literal at offset {position}: {text!r}")
-        position = token.end()
-        symbol = token[0]
-        if symbol == "{":
-            nested: list[Any] = []
-            if stack:
-                stack[-1].append(nested)
-            elif root is not None:
-                raise ValueError(f"malformed array literal: text after the array: {text!r}")
-            else:
-                root = nested
-            stack.append(nested)
-        elif symbol == "}":
-            if not stack:
-                raise ValueError(f"malformed array literal: unbalanced '}}': {text!r}")
-            stack.pop()
-        elif symbol == "," or symbol.isspace():
-            continue
-        elif not stack:
-            raise ValueError(f"malformed array literal: element outside braces: {text!r}")
-        elif token[1] is not None:  # quoted: always a value, even "NULL"
-            stack[-1].append(element(_ESCAPED.sub(r"\1", token[1])))
-        elif symbol == "NULL":
-            stack[-1].append(None)
-        else:
-            stack[-1].append(element(_ESCAPED.sub(r"\1", symbol) if "\\" in symbol else symbol))
-    if root is None or stack or position != len(text):
-        raise ValueError(f"malformed array literal: {text!r}")
-    return root
-
-
 def _from_text(convert: TextConverter) -> Converter:
     def converter(raw: bytes) -> Any:
         return convert(raw.decode())
-
-    return converter
-
-
-def _array(element: TextConverter) -> Converter:
-    def converter(raw: bytes) -> list[Any]:
-        return parse_array(raw.decode(), element)
 
     return converter
 
@@ -361,7 +291,7 @@ _CONVERTERS: Final[dict[int, Converter]] = {
     JSON: _json,
     JSONB: _json,
     **{
-        array_oid: _array(_TEXT_CONVERTERS.get(element_oid, _identity))
+        array_oid: array_converter(_TEXT_CONVERTERS.get(element_oid, _identity))
         for array_oid, element_oid in ARRAY_ELEMENT_OIDS.items()
     },
 }
