@@ -11,8 +11,11 @@ BIN := $(VENV)/bin
 # The stack tool needs only the standard library, so it also runs before the virtualenv exists.
 STACK := $(PYTHON) -m hack.stack
 PYTEST_ARGS ?=
+# `make bench` runs each scenario in turn, each with BENCH_ARGS (e.g. BENCH_SCENARIOS=pg-kafka).
+BENCH_SCENARIOS ?= pg-kafka mysql-kafka
+BENCH_ARGS ?=
 
-.PHONY: help bootstrap venv lint typecheck test unit demo bench stack-up stack-down stack-status stack-env stack-clean clean
+.PHONY: help bootstrap venv lint typecheck test unit crds demo bench stack-up stack-down stack-status stack-env stack-clean clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,13 +48,17 @@ endif
 unit: venv ## only the tests that need no server
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+crds: venv ## regenerate crds/ from the spec model (a unit test fails while they differ)
+	$(BIN)/python -m deltaforge_operator.crd > crds/pipelines.deltaforge.io.yaml.tmp
+	mv crds/pipelines.deltaforge.io.yaml.tmp crds/pipelines.deltaforge.io.yaml
+
 demo: bootstrap ## the main job (see README): today it starts the local stack and says what comes next
 	$(STACK) up
 	@$(BIN)/python -m hack.demo
 
-bench: bootstrap ## the PostgreSQL -> Kafka benchmark: the worker versus pg_recvlogical, in one run
-	$(STACK) up postgres kafka
-	$(BIN)/python -m bench run pg-kafka $(BENCH_ARGS)
+bench: bootstrap ## the benchmarks (BENCH_SCENARIOS): the worker versus pg_recvlogical / mysql-replication
+	$(STACK) up postgres mariadb kafka
+	for scenario in $(BENCH_SCENARIOS); do $(BIN)/python -m bench run $$scenario $(BENCH_ARGS); done
 
 stack-up: ## start PostgreSQL, MariaDB, Redis and Kafka on loopback (idempotent)
 	$(STACK) up

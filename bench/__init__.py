@@ -1,5 +1,19 @@
 """DeltaForge benchmarks: the worker against a reference reader of the same change set, same run.
 
-`python -m bench run pg-kafka` is the first scenario (see bench/README.md). Everything here uses
-the standard library and the project's own dependencies only; profilers are optional extras.
+`python -m bench run pg-kafka` and `python -m bench run mysql-kafka` are the scenarios (see
+bench/README.md). Everything here uses the standard library and the project's own dependencies
+only; profilers are optional extras.
 """
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def checkout_environment(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this checkout first on PYTHONPATH: a child started as `python -m bench...` (or
+    the sampler wrapping the worker) imports it whatever its working directory is."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))}

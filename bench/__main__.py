@@ -2,18 +2,20 @@
 
 Run it from the repository root with the project's virtualenv, the local stack up:
 
-    python3 -m hack.stack up postgres kafka
+    python3 -m hack.stack up postgres mariadb kafka
     .venv/bin/python -m bench run pg-kafka
+    .venv/bin/python -m bench run mysql-kafka
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from bench import pg_kafka
+from bench import mysql_kafka, pg_kafka, scenario
 
 
 def _positive(text: str) -> int:
@@ -23,20 +25,76 @@ def _positive(text: str) -> int:
     return value
 
 
-def _run_pg_kafka(args: argparse.Namespace) -> int:
-    contenders = tuple(args.only) if args.only else pg_kafka.CONTENDERS
-    options = pg_kafka.Options(
-        rows=args.rows,
-        tx_rows=args.tx_rows,
-        batch_events=args.batch_events,
-        partitions=args.partitions,
-        timeout=args.timeout,
-        contenders=contenders,
-        profile=args.profile,
-        results_dir=args.results_dir,
-        keep_logs=args.keep_logs,
+def _runner(chosen: scenario.Scenario[Any]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        options = scenario.Options(
+            contenders=tuple(args.only) if args.only else chosen.contenders,
+            rows=args.rows,
+            tx_rows=args.tx_rows,
+            batch_events=args.batch_events,
+            partitions=args.partitions,
+            timeout=args.timeout,
+            profile=args.profile,
+            results_dir=args.results_dir,
+            keep_logs=args.keep_logs,
+        )
+        return scenario.run(chosen, options)
+
+    return run
+
+
+def _add_scenario(
+    scenarios: argparse._SubParsersAction[argparse.ArgumentParser],
+    chosen: scenario.Scenario[Any],
+    *,
+    summary: str,
+    description: str,
+) -> None:
+    """One scenario's sub-command; every scenario takes the same options."""
+    parser = scenarios.add_parser(
+        chosen.name,
+        help=summary,
+        description=description.strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return pg_kafka.run(options)
+    parser.add_argument("--rows", type=_positive, default=200_000, help="rows inserted (default 200000)")
+    parser.add_argument("--tx-rows", type=_positive, default=1000, help="rows per transaction (default 1000)")
+    parser.add_argument(
+        "--batch-events",
+        type=_positive,
+        default=5000,
+        help="the worker's spec.batch.maxEvents (default 5000)",
+    )
+    parser.add_argument(
+        "--partitions", type=_positive, default=1, help="partitions of the fresh topic (default 1)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds a contender may take before it fails (default 900)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=chosen.contenders, help="run only this contender (repeatable)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("sample", "cprofile", "pyinstrument"),
+        help="run the worker under a profiler and keep the profile next to the results: `sample` "
+        "(bench.sampler: stdlib, CPU-time sampling of every thread, <1%% overhead; prints its report), `cprofile` "
+        "(.pstats, the main thread only) or `pyinstrument` (.pyisession; install it into the venv yourself, it is "
+        "not a project dependency)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=scenario.RESULTS_DIR,
+        help="where the JSON goes (default bench/results)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="copy each contender's log next to the results"
+    )
+    parser.set_defaults(handler=_runner(chosen))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,48 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     run = commands.add_parser("run", help="run a scenario", description="Run a benchmark scenario.")
     scenarios = run.add_subparsers(title="scenarios", metavar="SCENARIO")
-
-    pg = scenarios.add_parser(
-        "pg-kafka",
-        help="PostgreSQL -> Kafka: the worker against pg_recvlogical on one change set",
-        description=(pg_kafka.__doc__ or "").strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _add_scenario(
+        scenarios,
+        pg_kafka.PgKafka(),
+        summary="PostgreSQL -> Kafka: the worker against pg_recvlogical on one change set",
+        description=pg_kafka.__doc__ or "",
     )
-    pg.add_argument("--rows", type=_positive, default=200_000, help="rows inserted (default 200000)")
-    pg.add_argument("--tx-rows", type=_positive, default=1000, help="rows per transaction (default 1000)")
-    pg.add_argument(
-        "--batch-events",
-        type=_positive,
-        default=5000,
-        help="the worker's spec.batch.maxEvents (default 5000)",
+    _add_scenario(
+        scenarios,
+        mysql_kafka.MysqlKafka(),
+        summary="MariaDB -> Kafka: the worker against mysql-replication's decode-only ceiling on one change set",
+        description=mysql_kafka.__doc__ or "",
     )
-    pg.add_argument(
-        "--partitions", type=_positive, default=1, help="partitions of the fresh topic (default 1)"
-    )
-    pg.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds a contender may take before it fails (default 900)",
-    )
-    pg.add_argument(
-        "--only", action="append", choices=pg_kafka.CONTENDERS, help="run only this contender (repeatable)"
-    )
-    pg.add_argument(
-        "--profile",
-        choices=("sample", "cprofile", "pyinstrument"),
-        help="run the worker under a profiler and keep the profile next to the results: `sample` "
-        "(bench.sampler: stdlib, CPU-time sampling, <1%% overhead; prints its report), `cprofile` (.pstats) or "
-        "`pyinstrument` (.pyisession; install it into the venv yourself, it is not a project dependency)",
-    )
-    pg.add_argument(
-        "--results-dir",
-        type=Path,
-        default=pg_kafka.RESULTS_DIR,
-        help="where the JSON goes (default bench/results)",
-    )
-    pg.add_argument("--keep-logs", action="store_true", help="copy each contender's log next to the results")
-    pg.set_defaults(handler=_run_pg_kafka)
     return parser
 
 

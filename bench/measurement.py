@@ -13,7 +13,8 @@ class Measurement:
     seconds: float  # wall clock from process start until the goal was observed
     cpu_seconds: float  # user + system of the contender's own process over the same span
     peak_rss_mib: float
-    server_cpu_seconds: float | None = None  # the walsender decoding for this contender
+    server_cpu_seconds: float | None = None  # the server side of the stream (walsender, mariadbd)
+    server_name: str = "server"  # names the server figures in the JSON: `<name>CpuSeconds`
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -40,9 +41,9 @@ class Measurement:
             "cpuSeconds": round(self.cpu_seconds, 3),
             "cpuSecondsPer100kEvents": round(self.cpu_per_100k, 3),
             "peakRssMiB": round(self.peak_rss_mib, 1),
-            "walsenderCpuSeconds": None
+            f"{self.server_name}CpuSeconds": None
             if self.server_cpu_seconds is None
             else round(self.server_cpu_seconds, 3),
-            "walsenderCpuSecondsPer100kEvents": None if server is None else round(server, 3),
+            f"{self.server_name}CpuSecondsPer100kEvents": None if server is None else round(server, 3),
             **self.details,
         }

@@ -1,4 +1,5 @@
-"""CPU time and peak memory of a process, from /proc (Linux), and a watcher for short-lived ones.
+"""CPU time and peak memory of a process, from /proc (Linux), watchers for server-side processes,
+and a reference reader run from spawn to exit.
 
 `/proc/<pid>/stat` fields 14 and 15 (utime, stime) are in clock ticks; `VmHWM` in
 `/proc/<pid>/status` is the peak resident set size in KiB. Both cover the whole life of the
@@ -8,9 +9,13 @@ process up to the moment they are read.
 from __future__ import annotations
 
 import os
+import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Self
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -121,3 +126,89 @@ class ProcWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+class ServerWatch(Protocol):
+    """The server-side CPU spent for one contender: started just before it, sampled at its goal."""
+
+    def start(self) -> Self: ...
+
+    def sample(self) -> float | None:
+        """CPU seconds so far; None when the process is gone or was never found."""
+
+    def stop(self) -> None: ...
+
+
+class CpuSpan:
+    """CPU seconds a long-lived process (a shared server) spends from `start()` on.
+
+    For a server that serves a reader from a thread, not a process of its own (MariaDB's binlog
+    dump), this is the nearest figure: it includes whatever else the server did meanwhile.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
+        self._before: float | None = None
+
+    def start(self) -> CpuSpan:
+        self._before = self._read()
+        return self
+
+    def _read(self) -> float | None:
+        if self._pid is None:
+            return None
+        try:
+            return cpu_seconds(self._pid)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def sample(self) -> float | None:
+        now = self._read()
+        return None if now is None or self._before is None else now - self._before
+
+    def stop(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Exited:
+    """A reference reader's run: exit code, wall seconds from spawn to exit, and its resources."""
+
+    code: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    run_delay: float | None
+
+
+def run_to_exit(argv: Sequence[str], *, env: dict[str, str], log_path: Path, timeout: float) -> Exited:
+    """Spawn `argv` (stdout and stderr to `log_path`), wait for it, SIGKILL it after `timeout`.
+
+    Its CPU time comes from wait4's rusage (exact, since it is our child); its peak RSS is VmHWM
+    sampled from /proc every 20 ms while it runs (wait4's ru_maxrss would count this Python
+    process too: posix_spawn's child shares our memory until it execs).
+    """
+    with open(log_path, "wb") as log:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+        ]
+        started = time.perf_counter()
+        pid = os.posix_spawn(argv[0], list(argv), env, file_actions=actions)
+    client = ProcWatch(lambda: pid, interval=0.02).start()
+    timer = threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
+    timer.start()
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - started
+    client.stop()
+    return Exited(
+        code=os.waitstatus_to_exitcode(status),
+        seconds=seconds,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=client.peak_rss or 0.0,
+        run_delay=client.run_delay,
+    )

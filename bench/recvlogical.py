@@ -2,26 +2,22 @@
 
 It asks for the same pgoutput stream as the worker (protocol 1, the same publication), writes
 it to /dev/null and exits at `-E <end lsn>`: its time is what the server's decoding plus a
-C client that does nothing with the data costs. Its CPU time comes from wait4's rusage (exact,
-since it is our child); its peak RSS is VmHWM sampled from /proc while it runs (wait4's
-ru_maxrss would count this Python process too: posix_spawn's child shares our memory until it
-execs). The walsender's CPU is sampled from /proc as well.
+C client that does nothing with the data costs; it is measured by `procstat.run_to_exit`. The
+walsender's CPU is sampled from /proc as well.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
-import time
 from pathlib import Path
 
 from bench.measurement import Measurement
-from bench.procstat import ProcWatch
-from bench.workload import PgWorkload, SlotReader, confirmed_lsn, lsn_reached
+from bench.procstat import run_to_exit
+from bench.workload import PgWorkload, confirmed_lsn, lsn_reached, walsender
 
 NAME = "pg_recvlogical"
+SERVER_NAME = "walsender"  # the server process that decodes for a slot's reader
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 
 
@@ -56,45 +52,29 @@ def command(workload: PgWorkload, slot: str, binary: str) -> list[str]:
 
 def run(workload: PgWorkload, *, log_path: Path, timeout: float) -> Measurement:
     slot = workload.slots[NAME]
-    binary = find_binary()
-    argv = command(workload, slot, binary)
+    argv = command(workload, slot, find_binary())
     env = {**os.environ, "PGPASSWORD": workload.target.admin_password}
-    reader = SlotReader(workload.target, slot)
-    server = ProcWatch(reader, close=reader.close).start()
-    with open(log_path, "wb") as log:
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
-            (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
-        ]
-        started = time.perf_counter()
-        pid = os.posix_spawn(binary, argv, env, file_actions=actions)
-    client = ProcWatch(lambda: pid, interval=0.02).start()
-    timer = threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(pid, 0)
-    finally:
-        timer.cancel()
-    seconds = time.perf_counter() - started
-    client.stop()
+    server = walsender(workload.target, slot).start()
+    exited = run_to_exit(argv, env=env, log_path=log_path, timeout=timeout)
     server.stop()
-    code = os.waitstatus_to_exitcode(status)
     output = log_path.read_text(errors="replace").strip()
-    if code != 0:
-        raise RuntimeError(f"pg_recvlogical exited with {code} after {seconds:.1f} s: {output[-2000:]}")
+    if exited.code != 0:
+        raise RuntimeError(
+            f"pg_recvlogical exited with {exited.code} after {exited.seconds:.1f} s: {output[-2000:]}"
+        )
     reached = confirmed_lsn(workload.target, slot)
     if reached is None or not lsn_reached(workload.target, reached, workload.end_lsn):
         raise RuntimeError(f"pg_recvlogical stopped at {reached}, before the end LSN {workload.end_lsn}")
     return Measurement(
         contender=NAME,
         events=workload.rows,  # it reached the end LSN, so it read every change of the workload
-        seconds=seconds,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_mib=client.peak_rss or 0.0,
+        seconds=exited.seconds,
+        cpu_seconds=exited.cpu_seconds,
+        peak_rss_mib=exited.peak_rss_mib,
         server_cpu_seconds=server.cpu,
+        server_name=SERVER_NAME,
         details={
-            "waitingForCpuSeconds": None if client.run_delay is None else round(client.run_delay, 3),
+            "waitingForCpuSeconds": None if exited.run_delay is None else round(exited.run_delay, 3),
             "command": " ".join(argv),
             "confirmedLsn": reached,
         },

@@ -36,6 +36,19 @@ def table(measurements: list[Measurement]) -> str:
     return "\n".join([line(rows[0]), "  ".join("-" * width for width in widths), *map(line, rows[1:])])
 
 
+def find(measurements: list[Measurement], contender: str) -> Measurement | None:
+    return next((measurement for measurement in measurements if measurement.contender == contender), None)
+
+
+def first_record(measurement: Measurement) -> str:
+    """How the worker's time splits: start-up until its first record in Kafka, then its rate."""
+    streaming = measurement.details.get("streamingEventsPerSecond")
+    return (
+        f"first record in Kafka after {measurement.details.get('firstRecordSeconds')} s, "
+        f"then {streaming or 0:,}/s"
+    )
+
+
 def ratios(measurements: list[Measurement], contender: str, reference: str) -> dict[str, float] | None:
     """The contender against the reference, both from this run: >1 time means slower."""
     by_name = {measurement.contender: measurement for measurement in measurements}
@@ -58,13 +71,14 @@ def ratio_line(name: str, values: dict[str, float] | None) -> str:
     )
 
 
-def server_line(measurements: list[Measurement]) -> str:
+def server_line(measurements: list[Measurement], title: str) -> str:
+    """The server's CPU per event for each contender; `title` says which server process it is."""
     parts = [
         f"{measurement.contender} {per:.2f} s/100k ev"
         for measurement in measurements
         if (per := measurement.server_cpu_per_100k) is not None
     ]
-    return "walsender (server-side decoding) CPU: " + ", ".join(parts) if parts else ""
+    return f"{title} CPU: " + ", ".join(parts) if parts else ""
 
 
 def waiting_line(measurements: list[Measurement]) -> str:

@@ -1,10 +1,12 @@
-"""Our worker: `deltaforge run` on a Postgres -> Kafka manifest, timed until Kafka holds every row.
+"""Our worker: `deltaforge run` on a manifest source -> Kafka, timed until Kafka holds every row.
 
 The clock starts just before the process is spawned and stops when the topic's end offsets
 reach the number of rows: interpreter start-up, preflight, connecting to Kafka and the last
 acknowledgements from the broker are all inside the figure. Nothing is subtracted. CPU seconds
 (utime + stime from /proc/<pid>/stat) and the peak RSS (VmHWM) are read at that same moment,
-before the worker is asked to stop.
+before the worker is asked to stop. The source part of the manifest, the secrets it refers to,
+an optional start checkpoint and the server-side process to watch come from the scenario
+(`Source`).
 """
 
 from __future__ import annotations
@@ -16,20 +18,36 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import checkout_environment
 from bench.kafka import RecordCounter
 from bench.measurement import Measurement
-from bench.procstat import ProcWatch, cpu_seconds, peak_rss_mib, run_delay_seconds
-from bench.workload import PgWorkload, SlotReader
+from bench.procstat import ServerWatch, cpu_seconds, peak_rss_mib, run_delay_seconds
+from deltaforge.checkpoints import codec
+from deltaforge.events import Checkpoint
 from hack.stack.process import free_ports
 
 NAME = "deltaforge"
 SCRIPT = Path(sys.executable).with_name("deltaforge")
 POLL_SECONDS = 0.1
-REPOSITORY = Path(__file__).resolve().parent.parent
+CHECKPOINT = "checkpoint.json"  # in the worker's directory, its working directory
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the worker reads, from the scenario: `spec.source` of its manifest and the rest."""
+
+    scenario: str  # the Pipeline is named bench-<scenario>
+    spec: dict[str, Any]  # spec.source
+    rows: int  # the change set's rows: the goal in Kafka
+    server: Callable[[], ServerWatch]  # the server side of the stream, started with the worker
+    server_name: str  # how the server figures are named (Measurement.server_name)
+    env: dict[str, str] = field(default_factory=dict)  # the secrets the spec refers to (${...})
+    start: str | None = None  # a position to start from, handed over as the worker's checkpoint
 
 
 @dataclass(frozen=True)
@@ -44,26 +62,13 @@ class WorkerOptions:
     broker_pid: int | None = None  # the local Kafka broker, to report its CPU over the same span
 
 
-def manifest(workload: PgWorkload, options: WorkerOptions) -> dict[str, Any]:
-    target = workload.target
+def manifest(source: Source, options: WorkerOptions) -> dict[str, Any]:
     return {
         "apiVersion": "deltaforge.io/v1alpha1",
         "kind": "Pipeline",
-        "metadata": {"name": "bench-pg-kafka", "namespace": "bench"},
+        "metadata": {"name": f"bench-{source.scenario}", "namespace": "bench"},
         "spec": {
-            "source": {
-                "postgres": {
-                    "host": target.host,
-                    "port": target.port,
-                    "database": workload.database,
-                    "user": target.cdc_user,
-                    "password": "${PG_PASSWORD}",
-                    "sslMode": "disable",
-                    "tables": [workload.table],
-                    "slot": {"name": workload.slots[NAME], "create": False},
-                    "publication": {"name": workload.publication, "create": False},
-                }
-            },
+            "source": source.spec,
             "sinks": [
                 {
                     "name": "kafka",
@@ -76,7 +81,7 @@ def manifest(workload: PgWorkload, options: WorkerOptions) -> dict[str, Any]:
                 }
             ],
             "batch": {"maxEvents": options.batch_events},
-            "checkpoint": {"file": {"path": "checkpoint.json"}},
+            "checkpoint": {"file": {"path": CHECKPOINT}},
         },
     }
 
@@ -142,23 +147,25 @@ class _Observed:
         return round((self.count - self.first_count) / (self.seconds - self.first_record))
 
 
-def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Measurement:
+def run(source: Source, options: WorkerOptions, *, directory: Path) -> Measurement:
     manifest_path = directory / "pipeline.json"
-    manifest_path.write_text(json.dumps(manifest(workload, options), indent=2))
+    manifest_path.write_text(json.dumps(manifest(source, options), indent=2))
+    if source.start is not None:  # the checkpoint store is how a pipeline is told where to resume
+        (directory / CHECKPOINT).write_bytes(codec.dump(Checkpoint(position=source.start)))
     log_path = directory / "worker.log"
     argv = command(manifest_path, free_ports(1)[0], options)
-    env = {**os.environ, "PG_PASSWORD": workload.target.cdc_password}
+    env = {**os.environ, **source.env}
     if options.profile == "sample":  # bench.sampler runs from the checkout, whatever the cwd
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+        env = checkout_environment(env)
     with open(log_path, "wb") as log:
         observed, returncode, final = asyncio.run(
-            _drive(workload, options, argv=argv, env=env, directory=directory, log=log.fileno())
+            _drive(source, options, argv=argv, env=env, directory=directory, log=log.fileno())
         )
     if returncode != 0:
         raise RuntimeError(f"the worker exited with {returncode} on SIGTERM:\n{_tail(log_path)}")
-    if final != workload.rows:
+    if final != source.rows:
         raise RuntimeError(
-            f"the topic holds {final} records after the worker stopped, expected {workload.rows}"
+            f"the topic holds {final} records after the worker stopped, expected {source.rows}"
         )
     return Measurement(
         contender=NAME,
@@ -167,6 +174,7 @@ def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Mea
         cpu_seconds=observed.cpu,
         peak_rss_mib=observed.rss,
         server_cpu_seconds=observed.server_cpu,
+        server_name=source.server_name,
         details={
             # Start-up (interpreter, imports, preflight, connections, first batch) is inside
             # `seconds`; these two show how the time splits, they replace nothing.
@@ -186,7 +194,7 @@ def run(workload: PgWorkload, options: WorkerOptions, *, directory: Path) -> Mea
 
 
 async def _drive(
-    workload: PgWorkload,
+    source: Source,
     options: WorkerOptions,
     *,
     argv: list[str],
@@ -206,7 +214,7 @@ async def _drive(
         )
         try:
             observed = await _wait_for_goal(
-                process, counter, workload=workload, options=options, started=started, log_path=log_path
+                process, counter, source=source, options=options, started=started, log_path=log_path
             )
             if broker_before is not None and observed.broker_cpu is not None:
                 observed.broker_cpu -= broker_before
@@ -220,14 +228,13 @@ async def _wait_for_goal(
     process: asyncio.subprocess.Process,
     counter: RecordCounter,
     *,
-    workload: PgWorkload,
+    source: Source,
     options: WorkerOptions,
     started: float,
     log_path: Path,
 ) -> _Observed:
-    goal, deadline = workload.rows, started + options.timeout
-    reader = SlotReader(workload.target, workload.slots[NAME])
-    walsender = ProcWatch(reader, interval=1.0, close=reader.close).start()
+    goal, deadline = source.rows, started + options.timeout
+    server = source.server().start()
     first_record: float | None = None
     first_count = 0
     try:
@@ -244,7 +251,7 @@ async def _wait_for_goal(
                     cpu=cpu_seconds(process.pid),
                     rss=peak_rss_mib(process.pid),
                     waiting=run_delay_seconds(process.pid),
-                    server_cpu=walsender.sample(),
+                    server_cpu=server.sample(),
                     broker_cpu=_cpu_or_none(options.broker_pid),
                     first_record=first_record,
                     first_count=first_count,
@@ -260,7 +267,7 @@ async def _wait_for_goal(
                 )
             await asyncio.sleep(POLL_SECONDS)
     finally:
-        walsender.stop()
+        server.stop()
 
 
 async def _stop(process: asyncio.subprocess.Process, grace: float = 120.0) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
 
+from bench.procstat import ProcWatch
 from hack.stack.config import HOST, PG_ADMIN_PASSWORD, PG_ADMIN_USER, PG_CDC_PASSWORD, PG_CDC_USER
 
 TABLE = "bench_rows"
@@ -84,25 +86,40 @@ class PgWorkload:
         return f"public.{TABLE}"
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "database": self.database,
-            "table": self.table,
-            "columns": [
-                "id bigint",
-                "qty int",
-                "note text",
-                "amount numeric(12,2)",
-                "created_at timestamptz",
-            ],
-            "rows": self.rows,
-            "rowsPerTransaction": self.tx_rows,
-            "transactions": self.transactions,
-            "startLsn": self.start_lsn,
-            "endLsn": self.end_lsn,
-            "walBytes": self.wal_bytes,
-            "writeSeconds": round(self.write_seconds, 3),
-            "serverVersion": self.server_version,
-        }
+        return described(
+            self,
+            columns=["id bigint", "qty int", "note text", "amount numeric(12,2)", "created_at timestamptz"],
+            positions={"startLsn": self.start_lsn, "endLsn": self.end_lsn, "walBytes": self.wal_bytes},
+        )
+
+
+class Written(Protocol):
+    """What every scenario's workload records about the change set it wrote."""
+
+    database: str
+    rows: int
+    tx_rows: int
+    transactions: int
+    write_seconds: float
+    server_version: str
+
+    @property
+    def table(self) -> str: ...
+
+
+def described(workload: Written, *, columns: list[str], positions: dict[str, object]) -> dict[str, object]:
+    """A workload as JSON: the table and how it was written, with the server's own `positions`."""
+    return {
+        "database": workload.database,
+        "table": workload.table,
+        "columns": columns,
+        "rows": workload.rows,
+        "rowsPerTransaction": workload.tx_rows,
+        "transactions": workload.transactions,
+        **positions,
+        "writeSeconds": round(workload.write_seconds, 3),
+        "serverVersion": workload.server_version,
+    }
 
 
 def new_name(prefix: str) -> str:
@@ -189,6 +206,12 @@ class SlotReader:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def walsender(target: PgTarget, slot: str, *, interval: float = 0.05) -> ProcWatch:
+    """A watch (not started) on the walsender that will read `slot`: the server side of its reader."""
+    reader = SlotReader(target, slot)
+    return ProcWatch(reader, interval=interval, close=reader.close)
 
 
 def confirmed_lsn(target: PgTarget, slot: str) -> str | None:

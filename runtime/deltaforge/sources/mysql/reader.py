@@ -54,6 +54,30 @@ class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
             raise
 
 
+def stream_options(config: MysqlSourceConfig, start: ResumePoint, *, mariadb: bool) -> dict[str, Any]:
+    """BinLogStreamReader's arguments for reading from `start`: the events we translate, the schemas
+    the patterns name, server heartbeats. One place, so that bench/ reads the same stream as the
+    source does when it measures the library's own ceiling."""
+    gtid_mode = start.gtid_state is not None
+    literal = config.literal_schemas()
+    return {
+        "connection_settings": config.settings.connect_kwargs(read_timeout=config.read_timeout),
+        "server_id": config.server_id,
+        "resume_stream": True,
+        "blocking": True,
+        "only_events": EVENT_TYPES,
+        "filter_non_implemented_events": False,
+        "auto_position": start.gtid_state if gtid_mode else None,
+        "log_file": None if gtid_mode else start.file,
+        "log_pos": None if gtid_mode else start.offset,
+        "only_schemas": literal,
+        "ignored_schemas": None if literal is not None else sorted(SYSTEM_SCHEMAS),
+        "slave_heartbeat": config.server_heartbeat,
+        "is_mariadb": mariadb,
+        "enable_logging": False,
+    }
+
+
 class BinlogReader:
     """Reads the binlog from `start` in a daemon thread until `stop()` or an error."""
 
@@ -129,26 +153,8 @@ class BinlogReader:
         return False
 
     def _stream(self) -> BinLogStreamReader:
-        config, start = self.config, self.start_point
-        gtid_mode = start.gtid_state is not None
-        literal = config.literal_schemas()
-        return BinLogStreamReader(
-            connection_settings=config.settings.connect_kwargs(read_timeout=config.read_timeout),
-            server_id=config.server_id,
-            resume_stream=True,
-            blocking=True,
-            only_events=EVENT_TYPES,
-            filter_non_implemented_events=False,
-            auto_position=start.gtid_state if gtid_mode else None,
-            log_file=None if gtid_mode else start.file,
-            log_pos=None if gtid_mode else start.offset,
-            only_schemas=literal,
-            ignored_schemas=None if literal is not None else sorted(SYSTEM_SCHEMAS),
-            slave_heartbeat=config.server_heartbeat,
-            is_mariadb=self.mariadb,
-            pymysql_wrapper=self._connect,
-            enable_logging=False,
-        )
+        options = stream_options(self.config, self.start_point, mariadb=self.mariadb)
+        return BinLogStreamReader(**options, pymysql_wrapper=self._connect)
 
     def _run(self) -> None:
         stream: BinLogStreamReader | None = None
