@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltaforge.checkpoints.file import FileCheckpointStore
+from deltaforge.checkpoints.kafka import KafkaCheckpointStore
 from deltaforge.envelopes import encode_key, encoder_for
 from deltaforge.events import ChangeEvent, Checkpoint, Op
 from deltaforge.observability.metrics import PipelineMetrics
 from deltaforge.processors.builtin import FilterProcessor, MaskProcessor, SelectProcessor
 from deltaforge.protocols import CheckpointStore, Processor
 from deltaforge.sinks.base import Sink
-from deltaforge.sinks.kafka import KafkaSink
+from deltaforge.sinks.kafka import KafkaSink, KafkaTransaction
 from deltaforge.sinks.stdout import StdoutSink
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres.connection import PostgresSettings
@@ -125,6 +126,12 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
         if sink.kafka is not None:
             kafka = sink.kafka
             key_for = _key_function(Template(kafka.key, **context) if kafka.key else None)
+            transaction = None
+            if kafka.exactly_once:
+                transactional_id = kafka.transactional_id or (
+                    f"deltaforge.{pipeline.namespace}.{pipeline.name}.{sink.name}"
+                )
+                transaction = KafkaTransaction(transactional_id, kafka.checkpoint_topic)
             kafka_sink = KafkaSink(
                 sink.name,
                 required=sink.required,
@@ -138,6 +145,7 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
                 max_request_size=int(kafka.max_request_size),
                 client_id=kafka.client_id,
                 log=log_failure,
+                transaction=transaction,
             )
             metrics.sink_backpressure_from(sink.name, kafka_sink.backlog)
             sinks.append(kafka_sink)
@@ -167,8 +175,12 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
     return sinks
 
 
-def build_checkpoints(pipeline: Pipeline) -> CheckpointStore:
-    """The configured store; without one, a file under ./.deltaforge (in a pod: the ConfigMap)."""
+def build_checkpoints(pipeline: Pipeline, sinks: list[Sink]) -> CheckpointStore:
+    """The configured store; without one, a file under ./.deltaforge (in a pod: the ConfigMap).
+    An exactly-once Kafka sink keeps the position in Kafka instead (validation allows no other)."""
+    for sink in sinks:
+        if isinstance(sink, KafkaSink) and sink.transaction is not None:
+            return KafkaCheckpointStore(sink, sink.bootstrap_servers)
     checkpoint = pipeline.spec.checkpoint
     in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if checkpoint is not None and checkpoint.file is not None:

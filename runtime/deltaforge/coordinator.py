@@ -100,19 +100,20 @@ class NonRequiredDelivery:
 
     def __init__(self, sink: Sink, metrics: CoordinatorMetrics, depth: int = 8) -> None:
         self.sink, self._metrics = sink, metrics
-        self._queue: asyncio.Queue[list[ChangeEvent] | None] = asyncio.Queue(maxsize=depth)
+        self._queue: asyncio.Queue[tuple[list[ChangeEvent], Checkpoint] | None] = asyncio.Queue(maxsize=depth)
         self._task = asyncio.create_task(self._drain(), name=f"sink-{sink.name}")
 
-    def offer(self, events: list[ChangeEvent]) -> None:
+    def offer(self, events: list[ChangeEvent], checkpoint: Checkpoint) -> None:
         try:
-            self._queue.put_nowait(events)
+            self._queue.put_nowait((events, checkpoint))
         except asyncio.QueueFull:
             self._metrics.sink_skipped(self.sink.name, "backpressure", len(events))
 
     async def _drain(self) -> None:
-        while (events := await self._queue.get()) is not None:
+        while (queued := await self._queue.get()) is not None:
+            events, checkpoint = queued
             started = time.perf_counter()
-            await self.sink.write(events)
+            await self.sink.write(events, checkpoint)
             self._metrics.sink_delivered(self.sink.name, len(events), time.perf_counter() - started)
 
     async def close(self, grace: float) -> None:
@@ -254,11 +255,11 @@ class Coordinator:
         self.metrics.batch(len(raw), batch.size)
         events = self._process(raw)
         self.metrics.stage_latency("processors", batch.trigger, time.perf_counter() - started)
-        if events:
-            await asyncio.gather(*(self._write(sink, events) for sink in self._awaited))
-            for delivery in background:
-                delivery.offer(events)
         checkpoint = batch.checkpoint()
+        if events:
+            await asyncio.gather(*(self._write(sink, events, checkpoint) for sink in self._awaited))
+            for delivery in background:
+                delivery.offer(events, checkpoint)
         try:
             await self.checkpoints.save(checkpoint)
         except Exception:
@@ -271,9 +272,9 @@ class Coordinator:
         self.delivered_events += len(events)
         self.metrics.stage_latency("deliver", batch.trigger, time.perf_counter() - started)
 
-    async def _write(self, sink: Sink, events: list[ChangeEvent]) -> None:
+    async def _write(self, sink: Sink, events: list[ChangeEvent], checkpoint: Checkpoint) -> None:
         started = time.perf_counter()
-        await sink.write(events)
+        await sink.write(events, checkpoint)
         self.metrics.sink_delivered(sink.name, len(events), time.perf_counter() - started)
 
     def health(self) -> tuple[bool, str]:

@@ -21,7 +21,8 @@ from deltaforge.observability.http import ObservabilityServer
 from deltaforge.observability.logging import get_logger
 from deltaforge.observability.metrics import LifecycleAction, LifecycleResult, PipelineMetrics
 from deltaforge.observability.panics import install_panic_hooks
-from deltaforge.protocols import Source
+from deltaforge.protocols import CheckpointStore, Source
+from deltaforge.sinks.base import Sink, SinkFencedError
 from deltaforge.sources.errors import SourceConfigError
 from deltaforge.spec import Pipeline
 
@@ -94,20 +95,16 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
             log.info("pipeline_not_running", state=pipeline.spec.state.value)
             return 0
 
-        say = _parts_log(log)
-        checkpoints = build_checkpoints(pipeline)
-        resume = await checkpoints.load()
-        source = build_source(pipeline, resume, metrics, secrets, say)
-        batch = pipeline.spec.batch
-        coordinator = Coordinator(
-            source=source,
-            sinks=build_sinks(pipeline, metrics, secrets, say),
-            processors=build_processors(pipeline, secrets),
-            limits=BatchLimits(int(batch.max_events), int(batch.max_bytes), float(batch.max_delay)),
-            commit_policy=pipeline.spec.commit_policy.value,
-            checkpoints=checkpoints,
-            metrics=metrics,
-        )
+        sinks = build_sinks(pipeline, metrics, secrets, _parts_log(log))
+        checkpoints = build_checkpoints(pipeline, sinks)
+        try:
+            resume = await checkpoints.load()
+        except ValueError as error:  # unreadable, or its Kafka topic unreachable: say which
+            metrics.lifecycle(LifecycleAction.START, LifecycleResult.ERROR)
+            log.error("pipeline_failed", reason=str(error))
+            return 1
+        source = build_source(pipeline, resume, metrics, secrets, _parts_log(log))
+        coordinator = _coordinator(pipeline, source, sinks, checkpoints, metrics, secrets)
         metrics.channel_depth_from(coordinator.channel.depth)
         health = WorkerHealth(pipeline, coordinator, source)
         server = ObservabilityServer(metrics, health, host=http_host, port=http_port)
@@ -136,19 +133,14 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         gc_tuning.tune_for_streaming()
         try:
             await coordinator.run()
-        except SourceConfigError as error:
+        except (SourceConfigError, SinkFencedError) as error:
             health.fatal = str(error)
             server.readiness.update(False, str(error))
             metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.ERROR)
             log.error("pipeline_failed", reason=str(error))
             return 1
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await checkpoints.close()
-            await server.stop()
-            await _let_closing_tasks_finish(SHUTDOWN_GRACE_SECONDS)
+            await _shut_down(watcher, checkpoints, server)
         metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.SUCCESS)
         log.info(
             "pipeline_stopped",
@@ -160,6 +152,26 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         restore_hooks()
 
 
+def _coordinator(  # noqa: PLR0917 - the parts, built by the caller in dependency order
+    pipeline: Pipeline,
+    source: ObservedSource,
+    sinks: list[Sink],
+    checkpoints: CheckpointStore,
+    metrics: PipelineMetrics,
+    secrets: Secrets,
+) -> Coordinator:
+    batch = pipeline.spec.batch
+    return Coordinator(
+        source=source,
+        sinks=sinks,
+        processors=build_processors(pipeline, secrets),
+        limits=BatchLimits(int(batch.max_events), int(batch.max_bytes), float(batch.max_delay)),
+        commit_policy=pipeline.spec.commit_policy.value,
+        checkpoints=checkpoints,
+        metrics=metrics,
+    )
+
+
 def _parts_log(log: Any) -> Callable[..., None]:
     """The log the source and sinks write to: info, or `level="warning"` for faults they retry."""
 
@@ -167,6 +179,17 @@ def _parts_log(log: Any) -> Callable[..., None]:
         getattr(log, level)(event, **fields)
 
     return say
+
+
+async def _shut_down(
+    watcher: asyncio.Task[None], checkpoints: CheckpointStore, server: ObservabilityServer
+) -> None:
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    await checkpoints.close()
+    await server.stop()
+    await _let_closing_tasks_finish(SHUTDOWN_GRACE_SECONDS)
 
 
 async def _let_closing_tasks_finish(grace: float) -> None:

@@ -381,11 +381,16 @@ class Coverage:
 
 
 async def _read(
-    bootstrap: str, topics: Sequence[str], until: Callable[[Sequence[Delivered]], bool] | None, within: float
+    bootstrap: str,
+    topics: Sequence[str],
+    until: Callable[[Sequence[Delivered]], bool] | None,
+    within: float,
+    read_committed: bool,
 ) -> tuple[list[Delivered], bool]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
         request_timeout_ms=10_000, max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )  # fmt: skip
     deadline = time.monotonic() + within
     await consumer.start()
@@ -433,11 +438,13 @@ def read_topics(
     *,
     until: Callable[[Sequence[Delivered]], bool] | None = None,
     within: float = 60,
+    read_committed: bool = False,
 ) -> tuple[list[Delivered], bool]:
     """Every record of `topics` from the beginning. Without `until`: up to the end offsets of the
     moment reading began. With it: until `until(new records)` returns True, then up to the end
-    offsets of that moment. The flag says whether that happened within `within` seconds."""
-    return asyncio.run(_read(bootstrap, topics, until, within))
+    offsets of that moment. The flag says whether that happened within `within` seconds.
+    `read_committed`: skip records of aborted transactions, as an exactly-once consumer does."""
+    return asyncio.run(_read(bootstrap, topics, until, within, read_committed))
 
 
 async def _admin(bootstrap: str, action: Callable[[AIOKafkaAdminClient], Any]) -> None:

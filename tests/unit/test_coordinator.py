@@ -63,7 +63,7 @@ class RecordingSink:
     async def start(self) -> None:
         return None
 
-    async def write(self, events: Sequence[ChangeEvent]) -> None:
+    async def write(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
         await asyncio.sleep(self.delay)
         self.batches.append([f"{e.source.position}:{e.index}" for e in events])
         self.log.append(f"{self.name} wrote {len(events)}")

@@ -258,6 +258,47 @@ INVALID: list[tuple[str, Mutation, str, str]] = [
         "spec.source.mysql.serverId",
         "must be at least 1",
     ),
+    (
+        "two exactly-once sinks",
+        lambda m: m["spec"].update(
+            sinks=[
+                {"name": "a", "kafka": {"bootstrapServers": "k:9092", "exactlyOnce": True}},
+                {"name": "b", "kafka": {"bootstrapServers": "k:9092", "exactlyOnce": True}},
+            ]
+        ),
+        "spec",
+        "sinks[0] and sinks[1] both set kafka.exactlyOnce",
+    ),
+    (
+        "exactly-once beside another required sink",
+        lambda m: (
+            _kafka(m).update(exactlyOnce=True),
+            m["spec"]["sinks"].append({"name": "cache", "stdout": {}}),
+        ),
+        "spec",
+        "sinks[1] (cache) must be required: false, because sinks[0] sets kafka.exactlyOnce",
+    ),
+    (
+        "exactly-once with commitPolicy all",
+        lambda m: (_kafka(m).update(exactlyOnce=True), m["spec"].update(commitPolicy="all")),
+        "spec",
+        "commitPolicy 'all' cannot be used with sinks[0].kafka.exactlyOnce",
+    ),
+    (
+        "exactly-once with a checkpoint store",
+        lambda m: (
+            _kafka(m).update(exactlyOnce=True),
+            m["spec"].update(checkpoint={"file": {"path": "/var/lib/df.json"}}),
+        ),
+        "spec",
+        "remove spec.checkpoint: with sinks[0].kafka.exactlyOnce the position is stored in Kafka",
+    ),
+    (
+        "exactly-once checkpoint topic with a bad character",
+        lambda m: _kafka(m).update(exactlyOnce=True, checkpointTopic="offsets/df"),
+        "spec.sinks[0].kafka.checkpointTopic",
+        "has characters a Kafka topic cannot contain",
+    ),
 ]
 
 
@@ -334,3 +375,14 @@ def test_pipeline_validates_without_the_loader() -> None:
     pipeline = Pipeline.model_validate(MINIMAL)
 
     assert pipeline.spec.tenant == "shop"
+
+
+def test_exactly_once_beside_best_effort_sinks_is_valid() -> None:
+    data = copy.deepcopy(MINIMAL)
+    _kafka(data).update(exactlyOnce=True)
+    data["spec"]["sinks"].append({"name": "cache", "required": False, "stdout": {}})
+    pipeline = load_manifest(orjson.dumps(data).decode())
+    kafka = pipeline.spec.sinks[0].kafka
+    assert kafka is not None
+    assert kafka.exactly_once
+    assert (kafka.transactional_id, kafka.checkpoint_topic) == (None, "deltaforge.checkpoints")

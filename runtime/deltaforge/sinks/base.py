@@ -13,10 +13,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from deltaforge.events import ChangeEvent
+from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.observability.metrics import SinkFailureKind
 
 FailureKind = SinkFailureKind
+
+
+class SinkFencedError(Exception):
+    """Another worker took over this sink's identity (a Kafka transactional id): this worker must
+    stop, never retry, or two writers would interleave the same stream."""
 
 
 class SinkError(Exception):
@@ -33,8 +38,12 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
 
-    async def write(self, events: Sequence[ChangeEvent]) -> None:
-        """Return once every event is durably accepted by the destination."""
+    async def write(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
+        """Return once every event is durably accepted by the destination.
+
+        `checkpoint` is the source position the pipeline reaches with this batch: a sink that can
+        store it atomically with the events (Kafka in exactly-once mode) does; others ignore it.
+        """
 
     async def close(self) -> None: ...
 

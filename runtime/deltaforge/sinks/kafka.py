@@ -10,37 +10,43 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
+    InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    ProducerFenced,
     RecordTooLargeError,
     RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 from aiokafka.partitioner import murmur2
 
+from deltaforge.checkpoints import codec
 from deltaforge.envelopes import Encoder
-from deltaforge.events import ChangeEvent
+from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.sinks.base import (
     Backoff,
     FailureKind,
     FailureRecorder,
     Health,
     SinkError,
+    SinkFencedError,
     retry_until_written,
 )
 
 _KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
     ((AuthenticationFailedError, SaslAuthenticationFailed, TopicAuthorizationFailedError,
-      ClusterAuthorizationFailedError), FailureKind.AUTH),
+      ClusterAuthorizationFailedError, TransactionalIdAuthorizationFailed), FailureKind.AUTH),
     ((MessageSizeTooLargeError, RecordTooLargeError), FailureKind.MESSAGE_TOO_LARGE),
     ((KafkaTimeoutError, RequestTimedOutError, asyncio.TimeoutError), FailureKind.TIMEOUT),
     ((KafkaConnectionError, ConnectionError, OSError), FailureKind.CONNECTION),
@@ -70,13 +76,29 @@ def _pace_failed_metadata_updates(client: Any, pause: float) -> None:
     client.force_metadata_update = lambda: asyncio.ensure_future(settle(force()))
 
 
-def _partition(key: bytes | None, partitions: list[int]) -> int:
+def kafka_partition(key: bytes | None, partitions: list[int]) -> int:
     """Kafka's default partitioner (murmur2 of the key), as the Java client and aiokafka compute it."""
     if len(partitions) == 1:
         return partitions[0]
     if key is None:
         return random.choice(partitions)
     return partitions[(int(murmur2(key)) & 0x7FFFFFFF) % len(partitions)]
+
+
+@dataclass(frozen=True)
+class KafkaTransaction:
+    """Exactly-once mode: each batch and the checkpoint it reaches are one Kafka transaction.
+
+    The checkpoint is a record keyed by `transactional_id` in the compacted `checkpoint_topic`;
+    `checkpoints.kafka.KafkaCheckpointStore` reads it back on start.
+    """
+
+    transactional_id: str
+    checkpoint_topic: str
+
+    @property
+    def checkpoint_key(self) -> bytes:
+        return self.transactional_id.encode()
 
 
 def classify(error: BaseException) -> FailureKind:
@@ -103,9 +125,10 @@ class KafkaSink:
         client_id: str | None = None,
         log: Callable[[str, SinkError, float], None] | None = None,
         stall_after: float = 5.0,
+        transaction: KafkaTransaction | None = None,
     ) -> None:
         self.name, self.required = name, required
-        self._bootstrap = bootstrap_servers
+        self.bootstrap_servers = self._bootstrap = bootstrap_servers
         self._topic_for, self._key_for, self._encode = topic_for, key_for, encode
         self._failures, self._log = failures, log
         self._stall_after = stall_after
@@ -115,6 +138,8 @@ class KafkaSink:
             "max_request_size": max_request_size,
             "client_id": client_id or f"deltaforge-{name}",
         }
+        self.transaction = transaction
+        self.committed: Checkpoint | None = None  # the last checkpoint a transaction committed
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._health = Health()
@@ -133,10 +158,12 @@ class KafkaSink:
             max_batch_size=256 * 1024,
             request_timeout_ms=30_000,
             retry_backoff_ms=200,
+            transactional_id=self.transaction.transactional_id if self.transaction else None,
             **self._options,
         )
         _pace_failed_metadata_updates(producer.client, METADATA_RETRY_PAUSE)
         try:
+            # With a transactional id, start() also fences every older producer with that id.
             await producer.start()
         except (KafkaError, OSError) as error:
             await producer.stop()
@@ -145,9 +172,9 @@ class KafkaSink:
             ) from error
         self._producer = producer
 
-    async def write(self, events: Sequence[ChangeEvent]) -> None:
+    async def write(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
         await retry_until_written(
-            lambda: self._write_once(events),
+            lambda: self._write_once(events, checkpoint),
             sink=self.name,
             health=self._health,
             failures=self._failures,
@@ -156,15 +183,62 @@ class KafkaSink:
             log=self._log,
         )
 
-    async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
+    async def _write_once(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
         # The producer retries a lost broker by itself, for up to its request timeout (30 s) before
         # any error reaches us: report the sink unhealthy once acknowledgements are overdue, so
         # /readyz tells the truth during an outage that is shorter than that timeout.
         overdue = asyncio.get_running_loop().call_later(self._stall_after, self._overdue)
         try:
-            await self._deliver(events)
+            if self.transaction is None:
+                await self._deliver(events)
+            else:
+                await self._deliver_in_transaction(events, checkpoint, self.transaction)
         finally:
             overdue.cancel()
+
+    async def _deliver_in_transaction(
+        self, events: Sequence[ChangeEvent], checkpoint: Checkpoint, transaction: KafkaTransaction
+    ) -> None:
+        """The batch and its checkpoint record commit together, or neither is visible to
+        `read_committed` consumers; a failed attempt is aborted (or fenced by the next producer
+        the retry starts) and written again whole."""
+        if self._producer is None:
+            await self._connect()
+        producer = self._producer
+        assert producer is not None
+        try:
+            await producer.begin_transaction()
+            await self._deliver(events)
+            partitions = await self._partitions_of(producer, transaction.checkpoint_topic)
+            written = await producer.send(
+                transaction.checkpoint_topic,
+                value=codec.dump(checkpoint),
+                key=transaction.checkpoint_key,
+                partition=kafka_partition(transaction.checkpoint_key, partitions),
+            )
+            await written
+            await producer.commit_transaction()
+        except (ProducerFenced, InvalidProducerEpoch) as error:
+            self._producer = None
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            raise SinkFencedError(
+                f"sink {self.name}: another producer with transactional id "
+                f"{transaction.transactional_id!r} took over (another worker of this pipeline is "
+                "running), or a transaction outlived the broker's transaction timeout; this worker "
+                "stops so that only one writes, and a restart resumes from the last committed batch"
+            ) from error
+        except (TimeoutError, KafkaError, OSError) as error:
+            raise SinkError(
+                classify(error), f"transaction failed: {error or type(error).__name__}"
+            ) from error
+        self.committed = checkpoint
+
+    async def _partitions_of(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        return partitions
 
     async def _deliver(self, events: Sequence[ChangeEvent]) -> None:
         if self._producer is None:
@@ -179,7 +253,15 @@ class KafkaSink:
         except (TypeError, ValueError) as error:
             raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
         try:
-            await asyncio.gather(*await self._send_batches(producer, events, encoded))
+            # Every outcome is collected, so no failed batch is left as an unretrieved exception.
+            outcomes = await asyncio.gather(
+                *await self._send_batches(producer, events, encoded), return_exceptions=True
+            )
+            failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+            if failed is not None:
+                raise failed
+        except (ProducerFenced, InvalidProducerEpoch):
+            raise  # not a failed write: `_deliver_in_transaction` stops the worker
         except (TimeoutError, KafkaError, OSError) as error:
             raise SinkError(classify(error), str(error) or type(error).__name__) from error
 
@@ -198,10 +280,8 @@ class KafkaSink:
         for event, (value, key) in zip(events, encoded, strict=True):
             if event.source is not last_source:  # a new table or transaction: its topic and position
                 last_source, position, topic = event.source, event.source.position.encode(), topic_for(event)
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
-            partition = _partition(key, partitions)
+            partitions = await self._partitions_of(producer, topic)
+            partition = kafka_partition(key, partitions)
             slot = (topic, partition)
             builder = builders.get(slot)
             if builder is None:
@@ -228,9 +308,11 @@ class KafkaSink:
         )
 
     async def _reset_after(self, error: SinkError) -> None:
-        """A failed idempotent producer may hold a broken sequence: start a fresh one."""
+        """A failed idempotent producer may hold a broken sequence, a transactional one an open
+        transaction: start a fresh one (which, transactional, aborts what the old one left)."""
         self._partitions.clear()
-        if error.kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT, FailureKind.OTHER) and self._producer:
+        retried = (FailureKind.CONNECTION, FailureKind.TIMEOUT, FailureKind.OTHER)
+        if (error.kind in retried or self.transaction is not None) and self._producer:
             producer, self._producer = self._producer, None
             with contextlib.suppress(TimeoutError, KafkaError, OSError):
                 await asyncio.wait_for(producer.stop(), timeout=10)

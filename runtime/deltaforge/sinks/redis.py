@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 
 from deltaforge.envelopes import Encoder
-from deltaforge.events import ChangeEvent
+from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.sinks.base import (
     Backoff,
     FailureKind,
@@ -64,7 +64,7 @@ class RedisSink:
         except RedisError as error:
             raise SinkError(classify(error), f"cannot reach Redis: {error}") from error
 
-    async def write(self, events: Sequence[ChangeEvent]) -> None:
+    async def write(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
         await retry_until_written(
             lambda: self._write_once(events),
             sink=self.name,

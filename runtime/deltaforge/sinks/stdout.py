@@ -9,7 +9,7 @@ from typing import BinaryIO
 import orjson
 
 from deltaforge.envelopes import Encoder
-from deltaforge.events import ChangeEvent
+from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.sinks.base import FailureKind, Health, SinkError
 
 
@@ -31,7 +31,7 @@ class StdoutSink:
     async def start(self) -> None:
         return None
 
-    async def write(self, events: Sequence[ChangeEvent]) -> None:
+    async def write(self, events: Sequence[ChangeEvent], checkpoint: Checkpoint) -> None:
         try:
             lines = [self._encode(event) for event in events]
         except TypeError as error:

@@ -202,6 +202,39 @@ class PipelineSpec(SpecModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _exactly_once_owns_the_position(self) -> Self:
+        """In exactly-once mode the Kafka transaction is the commit point: nothing else may hold
+        the position back, or a crash between the two would lose that sink's changes."""
+        chosen = [index for index, sink in enumerate(self.sinks) if sink.kafka and sink.kafka.exactly_once]
+        if not chosen:
+            return self
+        first = chosen[0]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"sinks[{first}] and sinks[{chosen[1]}] both set kafka.exactlyOnce; one exactly-once sink "
+                "per Pipeline holds the position: use one Pipeline per exactly-once destination"
+            )
+        if not self.sinks[first].required:
+            raise ValueError(f"sinks[{first}] sets kafka.exactlyOnce and must be required: true")
+        for index, sink in enumerate(self.sinks):
+            if index != first and sink.required:
+                raise ValueError(
+                    f"sinks[{index}] ({sink.name}) must be required: false, because sinks[{first}] sets "
+                    "kafka.exactlyOnce and its Kafka transaction is the commit point"
+                )
+        if self.commit_policy is CommitPolicy.ALL:
+            raise ValueError(
+                f"commitPolicy 'all' cannot be used with sinks[{first}].kafka.exactlyOnce: the Kafka "
+                "transaction is the commit point; use commitPolicy 'required'"
+            )
+        if self.checkpoint is not None:
+            raise ValueError(
+                f"remove spec.checkpoint: with sinks[{first}].kafka.exactlyOnce the position is stored "
+                "in Kafka, in the same transaction as the changes"
+            )
+        return self
+
     def with_defaults(self, namespace: str, name: str) -> PipelineSpec:
         """This spec with every default that depends on the Pipeline's namespace and name filled in."""
         updates: dict[str, Any] = {}

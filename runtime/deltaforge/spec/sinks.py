@@ -112,8 +112,24 @@ class KafkaSinkSpec(SpecModel):
     exactly_once: bool = Field(
         default=False,
         description=(
-            "Write with Kafka transactions and store the source position in the same transaction, "
-            "so consumers reading committed messages see each change once."
+            "Write each batch and the source position it reaches in one Kafka transaction, so "
+            "consumers with `isolation.level=read_committed` see every change exactly once, across "
+            "crashes. The position then lives in `checkpointTopic`; every other sink must be "
+            "`required: false` and `spec.checkpoint` unset. See docs/guarantees.md."
+        ),
+    )
+    transactional_id: NonEmptyStr | None = Field(
+        default=None,
+        description=(
+            "Kafka transactional id of the exactly-once producer; a second worker with the same id "
+            "fences the first. Default: `deltaforge.<namespace>.<pipeline>.<sink>`."
+        ),
+    )
+    checkpoint_topic: Annotated[str, AfterValidator(_check_topic), Field(min_length=1)] = Field(
+        default="deltaforge.checkpoints",
+        description=(
+            "Compacted topic that holds exactly-once positions, one record per transactional id; "
+            "created (compacted, one partition) if missing."
         ),
     )
     client_id: NonEmptyStr | None = Field(
