@@ -19,6 +19,8 @@ from deltaforge.observability.metrics import PipelineMetrics
 from deltaforge.processors.builtin import FilterProcessor, MaskProcessor, SelectProcessor
 from deltaforge.protocols import CheckpointStore, Processor
 from deltaforge.sinks.base import Sink
+from deltaforge.sinks.deadletter import DeadLetter
+from deltaforge.sinks.deadletter import summary as dead_letter_summary
 from deltaforge.sinks.kafka import KafkaSink, KafkaTransaction
 from deltaforge.sinks.stdout import StdoutSink
 from deltaforge.sources.patterns import TablePatterns
@@ -120,6 +122,9 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
             retry_in_seconds=round(delay, 2),
         )
 
+    def log_dead_letters(sink: str, letters: list[DeadLetter]) -> None:
+        log("events_dead_lettered", level="warning", sink=sink, **dead_letter_summary(letters))
+
     context = {"pipeline": pipeline.name, "tenant": pipeline.tenant}
     for position, sink in enumerate(pipeline.spec.sinks):
         metrics.register_sink(sink.name)
@@ -146,6 +151,8 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
                 client_id=kafka.client_id,
                 log=log_failure,
                 transaction=transaction,
+                dead_letter_topic_for=_router(Template(kafka.dead_letter_topic, **context)),
+                on_dead_letters=log_dead_letters,
             )
             metrics.sink_backpressure_from(sink.name, kafka_sink.backlog)
             sinks.append(kafka_sink)
@@ -163,6 +170,8 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
                     stream_for=_router(Template(redis.stream, **context)),
                     encode=encoder_for(redis.envelope.value, pipeline.name),
                     failures=metrics, max_len=redis.max_len, log=log_failure,
+                    dead_letter_stream_for=_router(Template(redis.dead_letter_stream, **context)),
+                    on_dead_letters=log_dead_letters,
                 )
             )  # fmt: skip
         elif sink.stdout is not None:

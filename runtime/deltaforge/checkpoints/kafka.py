@@ -38,7 +38,14 @@ class KafkaCheckpointStore:
 
     async def load(self) -> Checkpoint | None:
         """The last committed checkpoint; Kafka may still be starting, so connection failures
-        are retried for up to `LOAD_PATIENCE` seconds before the worker gives up with a message."""
+        are retried for up to `LOAD_PATIENCE` seconds before the worker gives up with a message.
+
+        The sink's transactional producer starts first: that fences the previous worker and
+        settles its last transaction (a commit it had sent completes, an open one is aborted), so
+        the checkpoint read afterwards is final. Read before, it could miss a commit still being
+        completed, and the batch would be written twice.
+        """
+        await self.sink.start()
         deadline = time.monotonic() + LOAD_PATIENCE
         attempt = 0
         while True:

@@ -43,6 +43,7 @@ from deltaforge.sinks.base import (
     SinkFencedError,
     retry_until_written,
 )
+from deltaforge.sinks.deadletter import DeadLetter, dead_letter_document
 
 _KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
     ((AuthenticationFailedError, SaslAuthenticationFailed, TopicAuthorizationFailedError,
@@ -54,6 +55,11 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
 
 
 METADATA_RETRY_PAUSE = 1.0  # seconds between metadata attempts while no broker answers
+# Bytes of a produce request that are not the record's key and value: request and batch headers,
+# record framing, our two headers. A record whose key and value leave less room is a dead letter.
+RECORD_OVERHEAD = 512
+# A record as it is sent: topic, key, value, and the event_id and position headers.
+_Record = tuple[str, bytes | None, bytes, bytes, bytes]
 
 
 def _pace_failed_metadata_updates(client: Any, pause: float) -> None:
@@ -126,6 +132,8 @@ class KafkaSink:
         log: Callable[[str, SinkError, float], None] | None = None,
         stall_after: float = 5.0,
         transaction: KafkaTransaction | None = None,
+        dead_letter_topic_for: Callable[[ChangeEvent], str] | None = None,
+        on_dead_letters: Callable[[str, list[DeadLetter]], None] | None = None,
     ) -> None:
         self.name, self.required = name, required
         self.bootstrap_servers = self._bootstrap = bootstrap_servers
@@ -139,6 +147,9 @@ class KafkaSink:
             "client_id": client_id or f"deltaforge-{name}",
         }
         self.transaction = transaction
+        self._dead_letter_topic_for = dead_letter_topic_for or (lambda _: f"deltaforge.{name}.deadletter")
+        self._on_dead_letters = on_dead_letters
+        self._max_record_bytes = max_request_size - RECORD_OVERHEAD
         self.committed: Checkpoint | None = None  # the last checkpoint a transaction committed
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
@@ -146,6 +157,10 @@ class KafkaSink:
         self._backoff = Backoff()
 
     async def start(self) -> None:
+        """Connect; a second call keeps the producer of the first (the checkpoint store of an
+        exactly-once sink starts it before the pipeline does, see `checkpoints.kafka`)."""
+        if self._producer is not None:
+            return
         await retry_until_written(
             self._connect, sink=self.name, health=self._health, failures=self._failures, log=self._log
         )
@@ -245,17 +260,13 @@ class KafkaSink:
             await self._connect()
         producer = self._producer
         assert producer is not None
-        encode, key_for = self._encode, self._key_for
-        try:
-            # Everything is serialized before anything is sent: a bad event must not leave part
-            # of the batch in Kafka, to be written again by every retry.
-            encoded = [(encode(event), key_for(event)) for event in events]
-        except (TypeError, ValueError) as error:
-            raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
+        # Everything is serialized before anything is sent, and what cannot be becomes a dead
+        # letter: a bad event must neither leave part of the batch in Kafka nor fail every retry.
+        records, letters = self._records(events)
         try:
             # Every outcome is collected, so no failed batch is left as an unretrieved exception.
             outcomes = await asyncio.gather(
-                *await self._send_batches(producer, events, encoded), return_exceptions=True
+                *await self._send_batches(producer, records), return_exceptions=True
             )
             failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
             if failed is not None:
@@ -264,37 +275,69 @@ class KafkaSink:
             raise  # not a failed write: `_deliver_in_transaction` stops the worker
         except (TimeoutError, KafkaError, OSError) as error:
             raise SinkError(classify(error), str(error) or type(error).__name__) from error
+        if letters:
+            for letter in letters:
+                self._failures.sink_failure(self.name, letter.kind)
+            if self._on_dead_letters is not None:
+                self._on_dead_letters(self.name, letters)
+
+    def _records(self, events: Sequence[ChangeEvent]) -> tuple[list[_Record], list[DeadLetter]]:
+        """The records of `events` (topic, key, value, event id, position), and the dead letters
+        that replace the events that cannot be written."""
+        encode, key_for, topic_for = self._encode, self._key_for, self._topic_for
+        records: list[_Record] = []
+        letters: list[DeadLetter] = []
+        limit = self._max_record_bytes
+        last_source, position, topic = None, b"", ""
+        for event in events:
+            if event.source is not last_source:  # a new table or transaction: its topic and position
+                last_source, position, topic = event.source, event.source.position.encode(), topic_for(event)
+            try:
+                value, key = encode(event), key_for(event)
+            except (TypeError, ValueError) as error:
+                letters.append(DeadLetter(event, FailureKind.SERIALIZATION, str(error)))
+                continue
+            if len(value) + len(key or b"") > limit:
+                reason = (
+                    f"{len(value) + len(key or b'')} bytes of key and value exceed the sink's maxRequestSize "
+                    f"({self._options['max_request_size']} bytes, less {RECORD_OVERHEAD} for framing)"
+                )
+                letters.append(DeadLetter(event, FailureKind.MESSAGE_TOO_LARGE, reason))
+                continue
+            records.append((topic, key, value, event.event_id.encode(), position))
+        for letter in letters:
+            event = letter.event
+            records.append(
+                (
+                    self._dead_letter_topic_for(event),
+                    key_for(event) if letter.kind is FailureKind.MESSAGE_TOO_LARGE else None,
+                    dead_letter_document(letter, self.name),
+                    event.event_id.encode(),
+                    event.source.position.encode(),
+                )
+            )
+        return records, letters
 
     async def _send_batches(
-        self,
-        producer: AIOKafkaProducer,
-        events: Sequence[ChangeEvent],
-        encoded: list[tuple[bytes, bytes | None]],
+        self, producer: AIOKafkaProducer, records: list[_Record]
     ) -> list[asyncio.Future[Any]]:
         """Fill one record batch per partition and hand each over when full: per-record `send()`
         costs a future and a metadata object per event, the largest share of a worker's CPU."""
         builders: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
-        topic_for = self._topic_for
-        last_source, position, topic = None, b"", ""
-        for event, (value, key) in zip(events, encoded, strict=True):
-            if event.source is not last_source:  # a new table or transaction: its topic and position
-                last_source, position, topic = event.source, event.source.position.encode(), topic_for(event)
+        for topic, key, value, event_id, position in records:
             partitions = await self._partitions_of(producer, topic)
             partition = kafka_partition(key, partitions)
             slot = (topic, partition)
             builder = builders.get(slot)
             if builder is None:
                 builder = builders[slot] = producer.create_batch()
-            headers = [("event_id", event.event_id.encode()), ("position", position)]
+            headers = [("event_id", event_id), ("position", position)]
             if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # Full: hand it over; a fresh batch always takes its first record.
                 pending.append(await producer.send_batch(builder, topic, partition=partition))
                 builder = builders[slot] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise SinkError(
-                        FailureKind.MESSAGE_TOO_LARGE,
-                        f"event {event.event_id} ({len(value)} bytes) does not fit in a Kafka batch",
-                    )
+                builder.append(key=key, value=value, timestamp=None, headers=headers)
         for (topic, partition), builder in builders.items():
             if builder.record_count():
                 pending.append(await producer.send_batch(builder, topic, partition=partition))

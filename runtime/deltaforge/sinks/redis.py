@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
@@ -17,6 +18,7 @@ from deltaforge.sinks.base import (
     SinkError,
     retry_until_written,
 )
+from deltaforge.sinks.deadletter import DeadLetter, dead_letter_document
 
 
 def classify(error: BaseException) -> FailureKind:
@@ -43,10 +45,14 @@ class RedisSink:
         failures: FailureRecorder,
         max_len: int | None = None,
         log: Callable[[str, SinkError, float], None] | None = None,
+        dead_letter_stream_for: Callable[[ChangeEvent], str] | None = None,
+        on_dead_letters: Callable[[str, list[DeadLetter]], None] | None = None,
     ) -> None:
         self.name, self.required = name, required
         self._url, self._stream_for, self._encode = url, stream_for, encode
         self._max_len, self._failures, self._log = max_len, failures, log
+        self._dead_letter_stream_for = dead_letter_stream_for or (lambda _: f"deltaforge:{name}:deadletter")
+        self._on_dead_letters = on_dead_letters
         self._client: aioredis.Redis | None = None
         self._health = Health()
         self._backoff = Backoff()
@@ -74,24 +80,35 @@ class RedisSink:
             log=self._log,
         )
 
+    def _entries(
+        self, events: Sequence[ChangeEvent]
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[DeadLetter]]:
+        """One XADD per event; an event that cannot be serialized is a dead letter instead
+        (see `sinks.deadletter`), written to the dead-letter stream."""
+        entries: list[tuple[str, dict[str, Any]]] = []
+        letters: list[DeadLetter] = []
+        for event in events:
+            try:
+                data = self._encode(event)
+            except (TypeError, ValueError) as error:
+                letter = DeadLetter(event, FailureKind.SERIALIZATION, str(error))
+                letters.append(letter)
+                stream, data = self._dead_letter_stream_for(event), dead_letter_document(letter, self.name)
+            else:
+                stream = self._stream_for(event)
+            fields = {
+                "event_id": event.event_id,
+                "op": event.op.value,
+                "table": event.table_path,
+                "position": event.source.position,
+                "data": data,
+            }
+            entries.append((stream, fields))
+        return entries, letters
+
     async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
         assert self._client is not None
-        try:
-            entries = [
-                (
-                    self._stream_for(event),
-                    {
-                        "event_id": event.event_id,
-                        "op": event.op.value,
-                        "table": event.table_path,
-                        "position": event.source.position,
-                        "data": self._encode(event),
-                    },
-                )
-                for event in events
-            ]
-        except (TypeError, ValueError) as error:
-            raise SinkError(FailureKind.SERIALIZATION, str(error)) from error
+        entries, letters = self._entries(events)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for stream, fields in entries:
@@ -99,6 +116,11 @@ class RedisSink:
                 await pipe.execute()
         except RedisError as error:
             raise SinkError(classify(error), str(error)) from error
+        if letters:
+            for letter in letters:
+                self._failures.sink_failure(self.name, letter.kind)
+            if self._on_dead_letters is not None:
+                self._on_dead_letters(self.name, letters)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -132,6 +132,16 @@ class KafkaSinkSpec(SpecModel):
             "created (compacted, one partition) if missing."
         ),
     )
+    dead_letter_topic: TopicTemplate = Field(
+        default="${pipeline}.deadletter",
+        description=(
+            "Where an event goes that cannot be written (it cannot be serialized, or its key and "
+            "value exceed `maxRequestSize`): a small JSON record with the reason, table, key, "
+            "position and event id, instead of the event, so one bad row never stops the pipeline "
+            "(docs/guarantees.md). Create it, or let the broker auto-create it. "
+            + _templates_help("${pipeline}.deadletter")
+        ),
+    )
     client_id: NonEmptyStr | None = Field(
         default=None, description="Kafka client id. Default: derived from the Pipeline and sink names."
     )
@@ -163,6 +173,14 @@ class RedisSinkSpec(SpecModel):
         description="Trim each stream to about this many entries (XADD MAXLEN ~). Default: no trimming.",
     )
     envelope: Envelope = Field(default=Envelope.NATIVE, description=_ENVELOPE)
+    dead_letter_stream: TemplateStr = Field(
+        default="deltaforge:${pipeline}:deadletter",
+        description=(
+            "Stream for events that cannot be serialized: a small JSON entry with the reason, "
+            "table, key, position and event id, instead of the event (docs/guarantees.md). "
+            + _templates_help("deltaforge:${pipeline}:deadletter")
+        ),
+    )
 
 
 class StdoutSinkSpec(SpecModel):

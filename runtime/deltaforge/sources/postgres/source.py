@@ -28,7 +28,7 @@ from deltaforge.sources.postgres import pgoutput
 from deltaforge.sources.postgres.connection import PostgresSettings, connect
 from deltaforge.sources.postgres.preflight import preflight
 from deltaforge.sources.postgres.rows import text_row
-from deltaforge.sources.postgres.stream import KEEPALIVE, XLOG_DATA, ReplicationStream, format_lsn
+from deltaforge.sources.postgres.stream import KEEPALIVE, XLOG_DATA, ReplicationStream, format_lsn, parse_lsn
 from deltaforge.sources.postgres.values import convert_row, converter_for
 
 HEARTBEAT_PREFIX = "deltaforge.heartbeat"
@@ -91,6 +91,17 @@ class _Transaction:
     held: ChangeEvent | None = None  # the newest event, sent once we know whether it is the last
     infos: dict[int, SourceInfo] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+
+
+def _commit_lsn(checkpoint: Checkpoint) -> int:
+    """The commit LSN a checkpoint's position names (a transaction's, or a heartbeat's)."""
+    try:
+        return parse_lsn(checkpoint.position)
+    except ValueError as error:
+        raise SourceConfigError(
+            f"the checkpoint's position {checkpoint.position!r} is not a PostgreSQL LSN: it belongs to "
+            "another source; remove the pipeline's checkpoint to start from the slot's position"
+        ) from error
 
 
 class PostgresSource:
@@ -252,14 +263,7 @@ class PostgresSource:
             self._change(message, size)
         elif isinstance(message, pgoutput.Begin):
             position = format_lsn(message.final_lsn)
-            resume = self._resume
-            skip = -1
-            if resume is not None and resume.position == position and not resume.complete:
-                skip = resume.index
-            elif resume is not None and resume.complete and 0 < message.final_lsn < resume.lsn:
-                # Delivered and checkpointed, but the slot was not confirmed before a crash: the
-                # server sends it again; drop it whole instead of duplicating it.
-                skip = sys.maxsize
+            skip = self._delivered_through(message.final_lsn)
             self._tx = _Transaction(
                 position,
                 message.commit_ts_us,
@@ -281,6 +285,24 @@ class PostgresSource:
             and self._tx is None
         ):
             self._out.append(Progress(format_lsn(message.lsn), message.lsn))
+
+    def _delivered_through(self, commit_lsn: int) -> int:
+        """How much of the transaction committed at `commit_lsn` was delivered before: -1 none,
+        an index (a large transaction was cut mid-way), or everything.
+
+        The slot is confirmed only at complete checkpoints and a little after them, so after a
+        restart the server sends again transactions the checkpoint already covers: every one
+        that commits before the checkpoint's transaction was delivered whole.
+        """
+        resume = self._resume
+        if resume is None:
+            return -1
+        checkpoint_commit = _commit_lsn(resume)
+        if commit_lsn < checkpoint_commit or (commit_lsn == checkpoint_commit and resume.complete):
+            return sys.maxsize
+        if commit_lsn == checkpoint_commit:
+            return resume.index
+        return -1
 
     def _relation(self, relation: pgoutput.Relation) -> None:
         schema = relation.namespace or "pg_catalog"
