@@ -6,8 +6,20 @@ A user fixing a manifest wants the whole list in one run, each line pointing at 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
+
+# A quoted value longer than this is shortened in messages: a 10 MB name must not make a 10 MB
+# error, in a terminal, a log line or a Kubernetes condition.
+_LONG_QUOTED: Final = re.compile(r"""(['"])([^'"]{80})[^'"]{20,}\1""")
+MAX_LINE: Final = 1000
+
+
+def shorten(text: str) -> str:
+    """`text` with long quoted values cut to their first 80 characters, and at most MAX_LINE long."""
+    text = _LONG_QUOTED.sub(lambda match: f"{match[1]}{match[2]}...{match[1]} (shortened)", text)
+    return text if len(text) <= MAX_LINE else f"{text[: MAX_LINE - 15]}... (shortened)"
 
 
 class Issue(NamedTuple):
@@ -24,7 +36,7 @@ class SpecError(Exception):
     """A manifest (or a credential it references) is invalid; a user error, never a bug."""
 
     def __init__(self, issues: Iterable[Issue | tuple[str, str]], *, source: str = "<manifest>") -> None:
-        self.issues = [Issue(*issue) for issue in issues]
+        self.issues = [Issue(shorten(path), shorten(message)) for path, message in issues]
         self.source = source
         super().__init__(str(self))
 
