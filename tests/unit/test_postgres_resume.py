@@ -1,42 +1,16 @@
-"""Which transactions a restarted PostgreSQL source skips: everything its checkpoint covers.
-
-After a crash the slot sends again every transaction after its confirmed position, which trails
-the checkpoint (the slot is confirmed only at complete checkpoints, and a little later). Anything
-committed before the checkpoint's transaction was delivered whole and must be skipped; the
-checkpoint's own transaction is skipped up to its index.
-"""
+"""Which transactions a restarted PostgreSQL source skips (everything its checkpoint covers), and
+when a silent replication connection counts as dead."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import pytest
 
 from deltaforge.events import Checkpoint
-from deltaforge.sources.errors import SourceConfigError
-from deltaforge.sources.patterns import TablePatterns
-from deltaforge.sources.postgres.connection import PostgresSettings
-from deltaforge.sources.postgres.source import PostgresSource, PostgresSourceConfig
-from deltaforge.sources.postgres.stream import parse_lsn
-
-
-class _NoMetrics:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-def _source(resume: Checkpoint | None) -> PostgresSource:
-    config = PostgresSourceConfig(
-        PostgresSettings(host="pg", port=5432, database="shop", user="cdc", password=None),
-        TablePatterns(["public.*"]),
-        "slot",
-        False,
-        "publication",
-        False,
-        0,
-    )
-    return PostgresSource(config, resume=resume, metrics=_NoMetrics(), log=lambda *_, **__: None)
+from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
+from deltaforge.sources.postgres.resume import delivered_through
+from deltaforge.sources.postgres.stream import SilenceWatch, parse_lsn
 
 
 @pytest.mark.parametrize(
@@ -55,10 +29,20 @@ def _source(resume: Checkpoint | None) -> PostgresSource:
 def test_a_restart_skips_what_the_checkpoint_covers(
     resume: Checkpoint | None, commit: str, skipped: int
 ) -> None:
-    assert _source(resume)._delivered_through(parse_lsn(commit)) == skipped
+    assert delivered_through(resume, parse_lsn(commit)) == skipped
 
 
 def test_a_checkpoint_of_another_source_is_a_configuration_error() -> None:
-    source = _source(Checkpoint("gtid=0-1-5;binlog=bin.000001:300", -1, 0))
     with pytest.raises(SourceConfigError, match="not a PostgreSQL LSN"):
-        source._delivered_through(0x100)
+        delivered_through(Checkpoint("gtid=0-1-5;binlog=bin.000001:300", -1, 0), 0x100)
+
+
+def test_only_an_unbroken_silence_longer_than_the_limit_means_a_dead_connection() -> None:
+    watch = SilenceWatch(limit=30)
+    watch.observe(False, 100.0)
+    watch.observe(False, 129.0)
+    watch.observe(True, 131.0)  # an answer: the silence starts over
+    watch.observe(False, 140.0)
+    watch.observe(False, 169.0)
+    with pytest.raises(SourceUnavailable, match="dead or stalled"):
+        watch.observe(False, 171.0)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import random
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +26,15 @@ from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres import pgoutput
 from deltaforge.sources.postgres.connection import PostgresSettings, connect
 from deltaforge.sources.postgres.preflight import preflight
+from deltaforge.sources.postgres.resume import delivered_through
 from deltaforge.sources.postgres.rows import text_row
-from deltaforge.sources.postgres.stream import KEEPALIVE, XLOG_DATA, ReplicationStream, format_lsn, parse_lsn
+from deltaforge.sources.postgres.stream import (
+    KEEPALIVE,
+    XLOG_DATA,
+    ReplicationStream,
+    SilenceWatch,
+    format_lsn,
+)
 from deltaforge.sources.postgres.values import convert_row, converter_for
 
 HEARTBEAT_PREFIX = "deltaforge.heartbeat"
@@ -91,17 +97,6 @@ class _Transaction:
     held: ChangeEvent | None = None  # the newest event, sent once we know whether it is the last
     infos: dict[int, SourceInfo] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-
-
-def _commit_lsn(checkpoint: Checkpoint) -> int:
-    """The commit LSN a checkpoint's position names (a transaction's, or a heartbeat's)."""
-    try:
-        return parse_lsn(checkpoint.position)
-    except ValueError as error:
-        raise SourceConfigError(
-            f"the checkpoint's position {checkpoint.position!r} is not a PostgreSQL LSN: it belongs to "
-            "another source; remove the pipeline's checkpoint to start from the slot's position"
-        ) from error
 
 
 class PostgresSource:
@@ -196,9 +191,13 @@ class PostgresSource:
             feedback = asyncio.create_task(self._feedback(stream), name="postgres-feedback")
             last_status = 0.0
             decode, handle, insert, header = decoder.decode, self._handle, self._insert, XLOG_DATA.size
+            silence = SilenceWatch(limit=3 * STATUS_INTERVAL)
             while not self._stopping.is_set():
                 last_data = None
-                for frame in await stream.read(wait_seconds=0.2):
+                frames = await stream.read(wait_seconds=0.2)
+                now = time.monotonic()
+                silence.observe(bool(frames), now)
+                for frame in frames:
                     kind = frame[0]
                     if kind == 0x77:  # 'w' XLogData
                         last_data = frame
@@ -213,7 +212,6 @@ class PostgresSource:
                 await emit(out)
                 # The channel rarely makes us wait: yield so the coordinator drains while we read on.
                 await asyncio.sleep(0)
-                now = time.monotonic()
                 if self._acked_lsn != self._reported_lsn or now - last_status > STATUS_INTERVAL:
                     await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
                     self._reported_lsn, last_status = self._acked_lsn, now
@@ -238,7 +236,7 @@ class PostgresSource:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             with contextlib.suppress(SourceUnavailable, psycopg.Error, OSError):
-                await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
+                await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn, reply=True)
                 self._reported_lsn = self._acked_lsn
 
     async def _heartbeats(self) -> None:
@@ -263,7 +261,7 @@ class PostgresSource:
             self._change(message, size)
         elif isinstance(message, pgoutput.Begin):
             position = format_lsn(message.final_lsn)
-            skip = self._delivered_through(message.final_lsn)
+            skip = delivered_through(self._resume, message.final_lsn)
             self._tx = _Transaction(
                 position,
                 message.commit_ts_us,
@@ -285,24 +283,6 @@ class PostgresSource:
             and self._tx is None
         ):
             self._out.append(Progress(format_lsn(message.lsn), message.lsn))
-
-    def _delivered_through(self, commit_lsn: int) -> int:
-        """How much of the transaction committed at `commit_lsn` was delivered before: -1 none,
-        an index (a large transaction was cut mid-way), or everything.
-
-        The slot is confirmed only at complete checkpoints and a little after them, so after a
-        restart the server sends again transactions the checkpoint already covers: every one
-        that commits before the checkpoint's transaction was delivered whole.
-        """
-        resume = self._resume
-        if resume is None:
-            return -1
-        checkpoint_commit = _commit_lsn(resume)
-        if commit_lsn < checkpoint_commit or (commit_lsn == checkpoint_commit and resume.complete):
-            return sys.maxsize
-        if commit_lsn == checkpoint_commit:
-            return resume.index
-        return -1
 
     def _relation(self, relation: pgoutput.Relation) -> None:
         schema = relation.namespace or "pg_catalog"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import pq, sql
@@ -124,9 +125,36 @@ class ReplicationStream:
             raise SourceUnavailable(f"the replication stream ended: {message or 'server closed the stream'}")
         return frames
 
-    async def send_status(self, *, written: int, flushed: int) -> None:
-        """Standby status update: the server may recycle WAL up to `flushed` (our acknowledged LSN)."""
+    async def send_status(self, *, written: int, flushed: int, reply: bool = False) -> None:
+        """Standby status update: the server may recycle WAL up to `flushed` (our acknowledged LSN).
+
+        `reply` asks the server to answer at once with a keepalive: proof that the connection lives.
+        """
         pgconn = self._pgconn
-        pgconn.put_copy_data(STATUS.pack(b"r", written, flushed, flushed, pg_now_us(), 0))
+        pgconn.put_copy_data(STATUS.pack(b"r", written, flushed, flushed, pg_now_us(), 1 if reply else 0))
         while pgconn.flush() == 1:
             await self._wait(writable=True, seconds=5)
+
+
+@dataclass
+class SilenceWatch:
+    """Notices a dead or stalled connection: reading for `limit` seconds without one message, while
+    every status update asks the server to answer (`send_status(reply=True)`), means the network
+    drops packets or the server froze; waiting for TCP to give up takes many minutes.
+
+    Counts only time spent reading: while the reader waits on a full channel, the server's
+    answers pile up unread and are no sign of a dead connection."""
+
+    limit: float  # seconds
+    silent_since: float | None = None
+
+    def observe(self, received: bool, now: float) -> None:
+        if received:
+            self.silent_since = None
+        elif self.silent_since is None:
+            self.silent_since = now
+        elif now - self.silent_since > self.limit:
+            raise SourceUnavailable(
+                f"no message from the server for {now - self.silent_since:.0f} s although asked to "
+                "answer: the connection is dead or stalled"
+            )
