@@ -65,6 +65,93 @@ def _run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from deltaforge.observability.logging import configure_logging
+    from deltaforge_operator.process import OperatorOptions, run_operator
+    from deltaforge_operator.reconciler import ReconcilerSettings
+    from deltaforge_operator.render import DEFAULT_IMAGE, WorkerSettings
+
+    try:
+        # kopf logs every watch event and handler run at info; its warnings are what matters.
+        configure_logging(
+            args.log or os.environ.get("DELTAFORGE_LOG") or "info,kopf=warning", args.log_format
+        )
+    except ValueError as error:
+        print(f"deltaforge: {error}", file=sys.stderr)
+        return 2
+    namespaces = tuple(args.namespace or ())
+    options = OperatorOptions(
+        reconciler=ReconcilerSettings(
+            worker=WorkerSettings(
+                image=args.worker_image or DEFAULT_IMAGE, image_pull_policy=args.worker_image_pull_policy
+            ),
+            namespaces=namespaces,
+            resync_seconds=args.resync_interval,
+        ),
+        http_host=args.http_host,
+        http_port=args.http_port,
+        watch_timeout=args.watch_timeout,
+        stale_after=args.liveness_stale_after,
+    )
+    try:
+        asyncio.run(run_operator(options))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _add_operator_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator that turns Pipelines into worker Deployments",
+        description="Run the DeltaForge operator (kopf) until SIGTERM.",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", metavar="NS",
+        help="watch only this namespace (repeat for several; default: all namespaces)",
+    )  # fmt: skip
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)"
+    )
+    operator.add_argument(
+        "--http-host", default="0.0.0.0", help="address of /healthz and /metrics (default 0.0.0.0)"
+    )
+    operator.add_argument(
+        "--http-port", "--liveness-port", type=int, default=8080,
+        help="port of /healthz (liveness) and /metrics (default 8080)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--resync-interval", type=float, default=60.0, metavar="SECONDS",
+        help="every Pipeline gets a full reconciliation this often (default 60)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--watch-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="watches are re-established after this long, so a dead connection is noticed (default 300)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--liveness-stale-after", type=float, default=None, metavar="SECONDS",
+        help="/healthz fails when nothing was reconciled for this long (default: 3 resyncs + 60 s)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--worker-image", default=os.environ.get("DELTAFORGE_WORKER_IMAGE"),
+        help="image of the worker pods (default $DELTAFORGE_WORKER_IMAGE or ghcr.io/deltaforge/deltaforge:<version>)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--worker-image-pull-policy", choices=("IfNotPresent", "Always", "Never"), default="IfNotPresent",
+        help="imagePullPolicy of the worker pods (default IfNotPresent)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--log",
+        default=None,
+        help="levels, e.g. info,kopf=debug (default $DELTAFORGE_LOG or info,kopf=warning)",
+    )
+    operator.add_argument(
+        "--log-format", choices=("json", "console"), default="json", help="log line format (default json)"
+    )
+    operator.set_defaults(handler=_operator)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deltaforge",
@@ -107,6 +194,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("manifests", nargs="+", help="Pipeline manifests (YAML or JSON)")
     validate.set_defaults(handler=_validate)
+
+    _add_operator_parser(commands)
 
     version = commands.add_parser("version", help="print the DeltaForge and Python versions")
     version.set_defaults(handler=_print_version)

@@ -1,0 +1,67 @@
+"""The operator process: its command line, and /healthz failing once nothing was reconciled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from deltaforge_operator.metrics import Action, OperatorMetrics
+from deltaforge_operator.process import http_app
+
+SCRIPT = Path(sys.executable).with_name("deltaforge")
+
+
+def test_operator_command_line() -> None:
+    result = subprocess.run(
+        [str(SCRIPT), "operator", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--namespace", "--all-namespaces", "--liveness-port", "--resync-interval", "--worker-image"):
+        assert flag in result.stdout
+    both = subprocess.run(
+        [str(SCRIPT), "operator", "--namespace", "a", "--all-namespaces"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+
+
+async def test_healthz_fails_when_nothing_was_reconciled_for_too_long() -> None:
+    idle = [5.0]
+    metrics = OperatorMetrics()
+    metrics.action("shop", Action.CREATE)
+    async with TestClient(TestServer(http_app(lambda: idle[0], metrics, limit=60))) as client:
+        assert (await client.get("/healthz")).status == 200
+        idle[0] = 61.0
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert "nothing reconciled for 61 s" in await response.text()
+        page = await (await client.get("/metrics")).text()
+    assert (
+        'deltaforge_operator_lifecycle_actions_total{action="create",namespace="shop",result="success"} 1.0'
+        in page
+    )
+
+
+def test_per_pipeline_series_go_with_the_pipeline() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe("shop", "orders", "acme", phase="Running", ready=True, paused=False)
+    metrics.observe("shop", "audit", "shop", phase="Paused", ready=False, paused=True)
+    sample = metrics.registry.get_sample_value
+    assert sample("deltaforge_operator_pipelines", {"namespace": "shop", "phase": "Running"}) == 1
+    assert sample("deltaforge_operator_pipelines_paused", {"namespace": "shop"}) == 1
+    metrics.forget("shop", "orders")
+    assert (
+        sample(
+            "deltaforge_operator_pipeline_ready",
+            {"namespace": "shop", "pipeline": "orders", "tenant": "acme"},
+        )
+        is None
+    )
+    assert sample("deltaforge_operator_pipelines", {"namespace": "shop", "phase": "Running"}) == 0
