@@ -26,6 +26,7 @@ from deltaforge.sinks.stdout import StdoutSink
 from deltaforge.sources.patterns import TablePatterns
 from deltaforge.sources.postgres.connection import PostgresSettings
 from deltaforge.sources.postgres.source import PostgresSource, PostgresSourceConfig
+from deltaforge.sources.postgres.stream import parse_lsn
 from deltaforge.spec import Pipeline, Template, resolve
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
                     failures=metrics, max_len=redis.max_len, log=log_failure,
                     dead_letter_stream_for=_router(Template(redis.dead_letter_stream, **context)),
                     on_dead_letters=log_dead_letters,
+                    entry_id=postgres_entry_id() if redis.idempotent else None,
                 )
             )  # fmt: skip
         elif sink.stdout is not None:
@@ -182,6 +184,18 @@ def build_sinks(pipeline: Pipeline, metrics: PipelineMetrics, secrets: Secrets, 
                 )
             )  # fmt: skip
     return sinks
+
+
+def postgres_entry_id() -> Callable[[ChangeEvent], str]:
+    """Redis stream entry ids `<commit LSN>-<index>`: they grow in commit order, as Redis requires."""
+    last: list[Any] = [None, 0]  # the last SourceInfo and its commit LSN
+
+    def entry_id(event: ChangeEvent) -> str:
+        if event.source is not last[0]:
+            last[0], last[1] = event.source, parse_lsn(event.source.position)
+        return f"{last[1]}-{event.index}"
+
+    return entry_id
 
 
 def build_checkpoints(pipeline: Pipeline, sinks: list[Sink]) -> CheckpointStore:

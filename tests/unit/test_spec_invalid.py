@@ -259,6 +259,15 @@ INVALID: list[tuple[str, Mutation, str, str]] = [
         "must be at least 1",
     ),
     (
+        "idempotent Redis with a MySQL source",
+        lambda m: m["spec"].update(
+            source={"mysql": {"host": "db", "user": "u", "tables": ["shop.*"]}},
+            sinks=[{"name": "cache", "redis": {"url": "redis://r:6379", "idempotent": True}}],
+        ),
+        "spec",
+        "sinks[0].redis.idempotent needs a postgres source",
+    ),
+    (
         "two exactly-once sinks",
         lambda m: m["spec"].update(
             sinks=[

@@ -1,4 +1,9 @@
-"""Redis Streams sink: pipelined XADD, one stream per table template, optional approximate MAXLEN."""
+"""Redis Streams sink: pipelined XADD, one stream per table template, optional approximate MAXLEN.
+
+Delivery is at-least-once with the `event_id` field for consumer-side dedup. The idempotent mode
+(`entry_id`) gives each entry an id derived from its position, `<commit order>-<index>`: Redis
+itself then refuses a replayed change, since a stream's ids only grow (docs/guarantees.md).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from deltaforge.sinks.base import (
     retry_until_written,
 )
 from deltaforge.sinks.deadletter import DeadLetter, dead_letter_document
+
+_ALREADY_WRITTEN = "equal or smaller than the target stream top item"
 
 
 def classify(error: BaseException) -> FailureKind:
@@ -47,12 +54,14 @@ class RedisSink:
         log: Callable[[str, SinkError, float], None] | None = None,
         dead_letter_stream_for: Callable[[ChangeEvent], str] | None = None,
         on_dead_letters: Callable[[str, list[DeadLetter]], None] | None = None,
+        entry_id: Callable[[ChangeEvent], str] | None = None,
     ) -> None:
         self.name, self.required = name, required
         self._url, self._stream_for, self._encode = url, stream_for, encode
         self._max_len, self._failures, self._log = max_len, failures, log
         self._dead_letter_stream_for = dead_letter_stream_for or (lambda _: f"deltaforge:{name}:deadletter")
         self._on_dead_letters = on_dead_letters
+        self._entry_id = entry_id  # idempotent mode: entry ids from the position (see `write`)
         self._client: aioredis.Redis | None = None
         self._health = Health()
         self._backoff = Backoff()
@@ -82,10 +91,11 @@ class RedisSink:
 
     def _entries(
         self, events: Sequence[ChangeEvent]
-    ) -> tuple[list[tuple[str, dict[str, Any]]], list[DeadLetter]]:
+    ) -> tuple[list[tuple[str, dict[str, Any], str]], list[DeadLetter]]:
         """One XADD per event; an event that cannot be serialized is a dead letter instead
         (see `sinks.deadletter`), written to the dead-letter stream."""
-        entries: list[tuple[str, dict[str, Any]]] = []
+        entries: list[tuple[str, dict[str, Any], str]] = []
+        entry_id = self._entry_id
         letters: list[DeadLetter] = []
         for event in events:
             try:
@@ -103,7 +113,7 @@ class RedisSink:
                 "position": event.source.position,
                 "data": data,
             }
-            entries.append((stream, fields))
+            entries.append((stream, fields, entry_id(event) if entry_id is not None else "*"))
         return entries, letters
 
     async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
@@ -111,11 +121,16 @@ class RedisSink:
         entries, letters = self._entries(events)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for stream, fields in entries:
-                    pipe.xadd(stream, fields, maxlen=self._max_len, approximate=True)  # type: ignore[arg-type]
-                await pipe.execute()
+                for stream, fields, entry in entries:
+                    pipe.xadd(stream, fields, id=entry, maxlen=self._max_len, approximate=True)  # type: ignore[arg-type]
+                outcomes = await pipe.execute(raise_on_error=False)
         except RedisError as error:
             raise SinkError(classify(error), str(error)) from error
+        for outcome in outcomes:
+            # Idempotent mode: Redis refuses an id at or below the stream's last one, which is
+            # exactly a change written before (a replay after a crash): already there, not an error.
+            if isinstance(outcome, RedisError) and not (self._entry_id and _ALREADY_WRITTEN in str(outcome)):
+                raise SinkError(classify(outcome), str(outcome)) from outcome
         if letters:
             for letter in letters:
                 self._failures.sink_failure(self.name, letter.kind)

@@ -203,6 +203,18 @@ class PipelineSpec(SpecModel):
         return self
 
     @model_validator(mode="after")
+    def _idempotent_redis_needs_lsns(self) -> Self:
+        if self.source.mysql is None:
+            return self
+        for index, sink in enumerate(self.sinks):
+            if sink.redis is not None and sink.redis.idempotent:
+                raise ValueError(
+                    f"sinks[{index}].redis.idempotent needs a postgres source: entry ids come from "
+                    "commit LSNs (not built for MySQL yet); remove it"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _exactly_once_owns_the_position(self) -> Self:
         """In exactly-once mode the Kafka transaction is the commit point: nothing else may hold
         the position back, or a crash between the two would lose that sink's changes."""

@@ -173,6 +173,15 @@ class RedisSinkSpec(SpecModel):
         description="Trim each stream to about this many entries (XADD MAXLEN ~). Default: no trimming.",
     )
     envelope: Envelope = Field(default=Envelope.NATIVE, description=_ENVELOPE)
+    idempotent: bool = Field(
+        default=False,
+        description=(
+            "Give each entry the id `<commit LSN>-<index in transaction>` instead of a time-based "
+            "one, so Redis refuses a change written before: replays after a crash leave no "
+            "duplicate. PostgreSQL sources only. The streams must hold only entries written this "
+            "way (their ids are not timestamps); see docs/guarantees.md."
+        ),
+    )
     dead_letter_stream: TemplateStr = Field(
         default="deltaforge:${pipeline}:deadletter",
         description=(
