@@ -19,13 +19,13 @@ RUN python -m venv /opt/deltaforge \
 
 FROM python:3.11-slim-bookworm
 # A fixed, unprivileged uid: the pod templates set runAsNonRoot and this id.
-RUN groupadd --system --gid 10001 deltaforge \
- && useradd --system --uid 10001 --gid deltaforge --home-dir /nonexistent --shell /usr/sbin/nologin deltaforge
+RUN groupadd --system --gid 65532 deltaforge \
+ && useradd --system --uid 65532 --gid deltaforge --home-dir /nonexistent --shell /usr/sbin/nologin deltaforge
 COPY --from=build /opt/deltaforge /opt/deltaforge
 ENV PATH=/opt/deltaforge/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-USER 10001:10001
+USER 65532:65532
 WORKDIR /tmp
 EXPOSE 9000 8080
 ENTRYPOINT ["deltaforge"]
