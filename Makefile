@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH_SCENARIOS ?= pg-kafka mysql-kafka
 BENCH_ARGS ?=
 
-.PHONY: help bootstrap venv lint typecheck test unit crds demo bench stack-up stack-down stack-status stack-env stack-clean clean
+.PHONY: help bootstrap venv lint typecheck test unit crds demo demo-down bench stack-up stack-down stack-status stack-env stack-clean clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,15 +48,19 @@ endif
 unit: venv ## only the tests that need no server
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-crds: venv ## regenerate crds/ from the spec model (a unit test fails while they differ)
+crds: venv ## regenerate crds/ and the Helm chart's copy from the spec model (a unit test checks both)
 	$(BIN)/python -m deltaforge_operator.crd > crds/pipelines.deltaforge.io.yaml.tmp
 	mv crds/pipelines.deltaforge.io.yaml.tmp crds/pipelines.deltaforge.io.yaml
+	cp crds/pipelines.deltaforge.io.yaml helm/deltaforge/files/pipelines.deltaforge.io.yaml
 
-demo: bootstrap ## the main job (see README): today it starts the local stack and says what comes next
+demo: bootstrap ## the main job (see README): stack, Helm chart, operator, example Pipelines, change events
 	$(STACK) up
 	@$(BIN)/python -m hack.demo
 
-bench: bootstrap ## the benchmarks (BENCH_SCENARIOS): the worker versus pg_recvlogical / mysql-replication
+demo-down: venv ## remove what `make demo` set up (Pipelines, release, pod runner); the servers keep running
+	@$(BIN)/python -m hack.demo down
+
+bench: bootstrap ## the benchmarks (BENCH_SCENARIOS): the worker versus pg_recvlogical / mysql-replication and Debezium
 	$(STACK) up postgres mariadb kafka
 	for scenario in $(BENCH_SCENARIOS); do $(BIN)/python -m bench run $$scenario $(BENCH_ARGS); done
 
