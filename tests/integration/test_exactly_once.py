@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,22 +21,20 @@ from deltaforge.sinks.base import SinkFencedError
 from deltaforge.sinks.kafka import KafkaSink, KafkaTransaction
 from hack.stack.config import Settings
 from tests.fixtures.data_stack import PgDatabase, unique_name
-from tests.support.load import LoadWriter
-from tests.support.pg_faults import (
-    TABLES,
-    WORKER_ENV,
-    cleanup,
-    drain_and_verify,
+from tests.fixtures.fault_reports import FaultReport
+from tests.support.faults import (
+    assert_exactly_once,
+    exactly_once,
+    exactly_once_storm,
     fail,
-    fault_manifest,
-    fault_seed,
-    prepare_source,
-    sigkill_storm,
+    kafka_sink,
 )
+from tests.support.load import LoadWriter, postgres_target
+from tests.support.pg_faults import TABLES, WORKER_ENV, fault_manifest, prepare_source
 from tests.support.verify import create_topics, delete_topics, read_topics
-from tests.support.worker import Worker, start_worker, write_manifest
+from tests.support.worker import write_manifest
 
-KILLS = 10
+KILLS = 20
 
 
 class _NoFailures:
@@ -57,56 +53,37 @@ def eo_topics(kafka_server: Settings) -> Iterator[tuple[str, list[str], str]]:
     delete_topics(kafka_server.kafka_bootstrap, [*topics, checkpoint_topic])
 
 
-def _exactly_once(manifest: dict[str, Any], checkpoint_topic: str) -> dict[str, Any]:
-    spec = manifest["spec"]
-    spec.pop("checkpoint")
-    spec["sinks"][0]["kafka"].update(exactlyOnce=True, checkpointTopic=checkpoint_topic)
-    return manifest
-
-
 def test_sigkill_storm_leaves_read_committed_consumers_exactly_once(
     pg_database: PgDatabase,
     kafka_server: Settings,
     eo_topics: tuple[str, list[str], str],
     tmp_path: Path,
+    fault_report: FaultReport,
 ) -> None:
-    began = time.monotonic()
-    seed = fault_seed()
+    seed = fault_report.seed
     rng = random.Random(seed)
     prefix, topics, checkpoint_topic = eo_topics
     prepare_source(pg_database)
     manifest = write_manifest(
         tmp_path,
-        _exactly_once(
+        exactly_once(
             fault_manifest(
-                pg_database, kafka_server.postgres_port, kafka_server.kafka_bootstrap, prefix, "200ms"
+                pg_database,
+                kafka_server.postgres_port,
+                kafka_sink(kafka_server.kafka_bootstrap, prefix),
+                "200ms",
             ),
             checkpoint_topic,
         ),
     )
-    writer = LoadWriter(pg_database.admin_dsn, TABLES, seed=seed, rows_per_second=300, large_every=2.0)
-    writer.start()
-    worker: Worker | None = None
-    try:
-        sigkill_storm(manifest, writer, rng, KILLS)
-        worker = start_worker(manifest, env=WORKER_ENV)
-        worker.wait_ready(timeout=60)
-        time.sleep(1.0)
-        report, _ = drain_and_verify(
-            pg_database, kafka_server.kafka_bootstrap, topics, worker, writer, read_committed=True
-        )
-        everything, _ = read_topics(kafka_server.kafka_bootstrap, topics, within=60)
-    finally:
-        cleanup(writer, worker)
-    print(
-        f"kills: {KILLS}, test time {time.monotonic() - began:.1f} s; records of aborted transactions "
-        f"(visible only to read_uncommitted): {len(everything) - report.records}"
+    writer = LoadWriter(
+        postgres_target(pg_database.admin_dsn), TABLES, seed=seed, rows_per_second=300, large_every=2.0
     )
-    assert report.ok, f"delivery contract broken (seed {seed}):\n{report.summary()}"
-    assert report.duplicate_records == 0, (
-        f"exactly-once delivered duplicates (seed {seed}):\n{report.summary()}"
+    report, peak, notes = exactly_once_storm(
+        manifest, writer, rng, KILLS, env=WORKER_ENV, bootstrap=kafka_server.kafka_bootstrap, topics=topics
     )
-    assert report.unique_events == report.expected_changes
+    fault_report(report, peak_rss_mib=peak, notes=notes)
+    assert_exactly_once(report, seed)
 
 
 def _events(count: int) -> list[ChangeEvent]:

@@ -26,8 +26,9 @@ from tests.support.mysql_load import (
     expected_changes,
     kill,
     mysql_manifest,
+    wait_for_checkpoint,
 )
-from tests.support.worker import Worker, consume, running_worker, start_worker, values, write_manifest
+from tests.support.worker import consume, running_worker, start_worker, values, write_manifest
 
 ENV = {"MYSQL_PASSWORD": MYSQL_CDC_PASSWORD}
 
@@ -80,16 +81,6 @@ def delivered(
         if report.ok or time.monotonic() > deadline:
             return report
         time.sleep(1)
-
-
-def wait_for_checkpoint(worker: Worker, path: Path, timeout: float = 30) -> None:
-    """A worker without a checkpoint starts at the server's current position: writes made before
-    that position is stored would not be captured, so tests write only after it is."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no checkpoint within {timeout} s:\n{worker.log()[-3000:]}", pytrace=False)
-        time.sleep(0.05)
 
 
 def test_changes_arrive_in_kafka_typed_in_commit_order_and_through_ddl(

@@ -18,17 +18,10 @@ import pytest
 from deltaforge.sources.postgres.source import STATUS_INTERVAL
 from hack.stack.config import HOST, Settings
 from tests.fixtures.data_stack import PgDatabase, unique_name
-from tests.support.load import LoadWriter
-from tests.support.pg_faults import (
-    TABLES,
-    WORKER_ENV,
-    cleanup,
-    drain_and_verify,
-    fail,
-    fault_manifest,
-    fault_seed,
-    prepare_source,
-)
+from tests.fixtures.fault_reports import FaultReport
+from tests.support.faults import assert_at_least_once, cleanup, kafka_sink, wait_reconnects
+from tests.support.load import LoadWriter, postgres_target
+from tests.support.pg_faults import TABLES, WORKER_ENV, drain_to_kafka, fault_manifest, prepare_source
 from tests.support.tcp_proxy import tcp_proxy
 from tests.support.verify import create_topics, delete_topics
 from tests.support.worker import Worker, start_worker, write_manifest
@@ -45,39 +38,22 @@ def topics(kafka_server: Settings) -> Iterator[tuple[str, list[str]]]:
     delete_topics(kafka_server.kafka_bootstrap, names)
 
 
-def _reconnects(worker: Worker) -> int:
-    code, exposition = worker.get("/metrics")
-    if code != 200:
-        fail(f"/metrics answered {code}", worker)
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in exposition.splitlines()
-            if line.startswith("deltaforge_source_reconnects_total{")
-        )
-    )
-
-
-def _wait_reconnects(worker: Worker, at_least: int, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while _reconnects(worker) < at_least:
-        if time.monotonic() > deadline:
-            fail(f"{what}: the worker counted {_reconnects(worker)} reconnects within {within:.0f} s", worker)
-        time.sleep(0.5)
-
-
 def test_reset_and_silent_connections_are_noticed_and_nothing_is_lost(
-    pg_database: PgDatabase, kafka_server: Settings, topics: tuple[str, list[str]], tmp_path: Path
+    pg_database: PgDatabase,
+    kafka_server: Settings,
+    topics: tuple[str, list[str]],
+    tmp_path: Path,
+    fault_report: FaultReport,
 ) -> None:
-    began = time.monotonic()
-    seed = fault_seed()
+    seed = fault_report.seed
     prefix, names = topics
     prepare_source(pg_database)
-    writer = LoadWriter(pg_database.admin_dsn, TABLES, seed=seed, rows_per_second=200)
+    writer = LoadWriter(postgres_target(pg_database.admin_dsn), TABLES, seed=seed, rows_per_second=200)
     worker: Worker | None = None
     with tcp_proxy(HOST, kafka_server.postgres_port) as proxy:
         manifest = write_manifest(
-            tmp_path, fault_manifest(pg_database, proxy.port, kafka_server.kafka_bootstrap, prefix)
+            tmp_path,
+            fault_manifest(pg_database, proxy.port, kafka_sink(kafka_server.kafka_bootstrap, prefix)),
         )
         try:
             worker = start_worker(manifest, env=WORKER_ENV)
@@ -85,21 +61,29 @@ def test_reset_and_silent_connections_are_noticed_and_nothing_is_lost(
             writer.start()
             time.sleep(3.0 + random.Random(seed).uniform(0, 2))
             proxy.reset()
-            _wait_reconnects(worker, 1, 60, "after every connection was reset")
-            print(f"reset: reconnected after {time.monotonic() - began:.1f} s of test")
+            wait_reconnects(worker, 1, 60, "after every connection was reset")
+            print(f"reset: reconnected after {time.monotonic() - fault_report.began:.1f} s of test")
             worker.wait_ready(timeout=60)
             time.sleep(2.0)
             proxy.blackhole()
             silent_from = time.monotonic()
-            _wait_reconnects(worker, 2, BLACKHOLE_SECONDS, "while the network dropped everything")
+            wait_reconnects(worker, 2, BLACKHOLE_SECONDS, "while the network dropped everything")
             noticed = time.monotonic() - silent_from
             print(f"blackhole: a dead connection noticed after {noticed:.1f} s")
             proxy.restore()
             worker.wait_ready(timeout=90)
             time.sleep(2.0)
-            report, _ = drain_and_verify(pg_database, kafka_server.kafka_bootstrap, names, worker, writer)
+            report, _ = drain_to_kafka(pg_database, kafka_server.kafka_bootstrap, names, worker, writer)
         finally:
             cleanup(writer, worker)
-    print(f"test time {time.monotonic() - began:.1f} s, proxy connections {proxy.connections}")
+    fault_report(
+        report,
+        peak_rss_mib=worker.peak_rss_mib,
+        notes=[
+            f"writer {writer.stats}",
+            f"every connection reset, then a blackhole noticed after {noticed:.1f} s; "
+            f"proxy connections {proxy.connections}",
+        ],
+    )
     assert "dead or stalled" in worker.log(), "the reconnect after the blackhole must say why"
-    assert report.ok, f"delivery contract broken (seed {seed}):\n{report.summary()}"
+    assert_at_least_once(report, seed)

@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+import pymysql
+from psycopg import sql
+
+from hack.stack import config
+from hack.stack.config import HOST
 from hack.stack.process import free_ports
+from tests.fixtures.data_stack import MysqlDatabase, PgDatabase
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_VARIABLES = (
@@ -46,6 +53,51 @@ class IsolatedStack:
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.port('DELTAFORGE_KAFKA_PORT')}"
+
+    def log(self, service: str) -> str:
+        """The server log of `service`, for failure messages."""
+        try:
+            return (self.directory / service / f"{service}.log").read_text(errors="replace")
+        except OSError as error:
+            return f"(no {service} log: {error})"
+
+    def postgres_database(self, name: str) -> PgDatabase:
+        """A new database `name` on this stack's PostgreSQL (after `up("postgres")`), with the
+        stack's admin and CDC roles, as the shared stack's `pg_database` fixture gives one."""
+        port = self.port("DELTAFORGE_PG_PORT")
+
+        def dsn(database: str, user: str, password: str) -> str:
+            return f"postgresql://{user}:{password}@{HOST}:{port}/{database}"
+
+        with psycopg.connect(
+            dsn("postgres", config.PG_ADMIN_USER, config.PG_ADMIN_PASSWORD), autocommit=True
+        ) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return PgDatabase(
+            name=name,
+            admin_dsn=dsn(name, config.PG_ADMIN_USER, config.PG_ADMIN_PASSWORD),
+            cdc_dsn=dsn(name, config.PG_CDC_USER, config.PG_CDC_PASSWORD),
+        )
+
+    def mariadb_database(self, name: str) -> MysqlDatabase:
+        """A new schema `name` on this stack's MariaDB (after `up("mariadb")`)."""
+        database = MysqlDatabase(
+            name=name,
+            host=HOST,
+            port=self.port("DELTAFORGE_MYSQL_PORT"),
+            admin_user=config.MYSQL_ADMIN_USER,
+            admin_password=config.MYSQL_ADMIN_PASSWORD,
+            cdc_user=config.MYSQL_CDC_USER,
+            cdc_password=config.MYSQL_CDC_PASSWORD,
+        )
+        with (
+            pymysql.connect(
+                host=HOST, port=database.port, user=database.admin_user, password=database.admin_password
+            ) as admin,
+            admin.cursor() as cursor,
+        ):
+            cursor.execute(f"CREATE DATABASE `{name}`")
+        return database
 
     def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pymysql
+import pytest
 from aiokafka import ConsumerRecord
 
+from deltaforge.sources.mysql.position import BinlogPosition
 from tests.fixtures.data_stack import MysqlDatabase
+from tests.support.faults import BATCH_EVENTS, kafka_sink
+from tests.support.load import LoadTarget
+from tests.support.verify import Positions
+from tests.support.worker import Worker
 
 
 def mysql_manifest(
@@ -50,16 +58,57 @@ def mysql_manifest(
         "metadata": {"name": database.name.replace("_", "-"), "namespace": "tests"},
         "spec": {
             "source": {"mysql": source},
-            "sinks": [
-                {
-                    "name": "events",
-                    "kafka": {"bootstrapServers": bootstrap, "topic": f"{topic_prefix}.${{source.table}}"},
-                }
-            ],
-            "batch": {"maxEvents": 100, "maxDelay": "20ms"},
+            "sinks": [{"name": "events", **kafka_sink(bootstrap, topic_prefix)}],
+            "batch": {"maxEvents": BATCH_EVENTS, "maxDelay": "20ms"},
             "checkpoint": {"file": {"path": "checkpoint.json"}},
         },
     }
+
+
+def mariadb_target(database: MysqlDatabase) -> LoadTarget:
+    """`database` for `tests.support.load.LoadWriter` (which needs transactions: autocommit off)."""
+
+    def connect() -> pymysql.connections.Connection:
+        connection = database.admin_connection()
+        connection.autocommit(False)
+        return connection
+
+    return LoadTarget(
+        connect=connect,
+        quote=lambda name: "`" + name.replace("`", "``") + "`",
+        lost=(pymysql.err.OperationalError, pymysql.err.InterfaceError),
+    )
+
+
+_GTID = re.compile(r"gtid=(\d+)-\d+-(\d+);")
+
+
+def _gtid_order(position: str) -> tuple[int, int]:
+    """(domain, sequence number) of a MariaDB event position ("gtid=0-1-42;prior=...;binlog=..."):
+    one server's binlog in commit order, since the sequence only grows within a domain."""
+    found = _GTID.match(position)
+    if found is None:
+        raise ValueError(f"not a MariaDB GTID position: {position!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def _commit_identity(position: str) -> str:
+    return BinlogPosition.parse(position).identity
+
+
+# Event ids derive from the transaction's GTID alone (its binlog file and offset without GTIDs),
+# not from the whole position string: `BinlogPosition.identity`.
+MARIADB_POSITIONS = Positions(order=_gtid_order, identity=_commit_identity)
+
+
+def wait_for_checkpoint(worker: Worker, path: Path, timeout: float = 30) -> None:
+    """A worker without a checkpoint starts at the server's current position: writes made before
+    that position is stored would not be captured, so tests write only after it is."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no checkpoint within {timeout} s:\n{worker.log()[-3000:]}", pytrace=False)
+        time.sleep(0.05)
 
 
 def create_load_tables(database: MysqlDatabase, tables: Sequence[str]) -> None:

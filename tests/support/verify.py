@@ -1,4 +1,5 @@
-"""Checking what a pipeline delivered to Kafka against what the source database committed.
+"""Checking what a pipeline delivered to Kafka (or to Redis streams, read back as the same
+records by tests/support/redis_streams.py) against what the source database committed.
 
 Fault tests (worker kills, sink outages) end with the same question: did every committed change
 arrive, and is everything extra a harmless replay? Counting records cannot answer it, so the
@@ -73,6 +74,23 @@ def lsn_order(position: str) -> int:
     """A PostgreSQL commit position ("16/B374D848") as a number that sorts like the WAL."""
     high, low = position.split("/")
     return (int(high, 16) << 32) | int(low, 16)
+
+
+def _whole(position: str) -> str:
+    return position
+
+
+@dataclass(frozen=True)
+class Positions:
+    """What the verifier must know of a source's commit positions: how they sort (`order`; None
+    skips the commit-order check, the version order is still checked), and which part of a
+    position event ids derive from (`identity`: the whole PostgreSQL LSN, a MariaDB GTID)."""
+
+    order: Callable[[str], Any] | None = lsn_order
+    identity: Callable[[str], str] = _whole
+
+
+POSTGRES_POSITIONS = Positions()
 
 
 @dataclass(frozen=True)
@@ -192,11 +210,10 @@ def verify_delivery(
     *,
     key_column: str = "id",
     version_column: str = "version",
-    position_order: Callable[[str], Any] | None = lsn_order,
+    positions: Positions = POSTGRES_POSITIONS,
 ) -> DeliveryReport:
     """Compare `committed` (table name -> the source's rows, read after the writer stopped) with
-    every record read back from Kafka. `position_order` makes commit positions comparable; None
-    skips the commit-order check (the version order is still checked)."""
+    every record read back from the sink; `positions` says how the source's positions compare."""
     report = DeliveryReport()
     first_copy: dict[str, Delivered] = {}
     copies: dict[str, int] = {}
@@ -233,7 +250,7 @@ def verify_delivery(
         first_copy[change.event_id] = record
         copies[change.event_id] = 1
         source_id = json.loads(record.value or b"{}")["source"]["name"]
-        if derive_event_id(source_id, change.position, change.index) != change.event_id:
+        if derive_event_id(source_id, positions.identity(change.position), change.index) != change.event_id:
             _note(
                 report.identity_errors,
                 f"{record.where}: id {change.event_id} is not derived from ({source_id}, {change.position}, {change.index})",
@@ -254,7 +271,7 @@ def verify_delivery(
         histories=histories,
         key_column=key_column,
         version_column=version_column,
-        position_order=position_order,
+        position_order=positions.order,
     )
     return report
 

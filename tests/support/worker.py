@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from bench import procstat
 from hack.stack.process import free_ports
 
 SCRIPT = Path(sys.executable).with_name("deltaforge")
@@ -35,6 +37,7 @@ class Worker:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    peak_rss_mib: float = 0.0  # VmHWM, read before every stop or kill (fault reports print it)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -50,6 +53,23 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample of the metric family `name` on /metrics (0 if none is there yet)."""
+        code, exposition = self.get("/metrics")
+        if code != 200:
+            pytest.fail(f"/metrics answered {code}: {exposition[:500]}\n{self.log()[-4000:]}", pytrace=False)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in exposition.splitlines()
+            if line.startswith((f"{name}{{", f"{name} "))
+        )
+
+    def sample_peak_rss(self) -> None:
+        """Keep the process's peak RSS so far in `peak_rss_mib`: VmHWM covers the whole life of
+        the process but vanishes with it, so it is read while the process still runs."""
+        with contextlib.suppress(OSError, ValueError):  # already gone, or a zombie without memory
+            self.peak_rss_mib = max(self.peak_rss_mib, procstat.peak_rss_mib(self.process.pid))
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -68,6 +88,7 @@ class Worker:
 
     def stop(self, timeout: float = 60) -> int:
         if self.process.poll() is None:
+            self.sample_peak_rss()
             self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
@@ -77,6 +98,7 @@ class Worker:
             pytest.fail(f"the worker ignored SIGTERM for {timeout} s:\n{self.log()[-4000:]}", pytrace=False)
 
     def kill(self) -> None:
+        self.sample_peak_rss()
         self.process.kill()
         self.process.wait()
 

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import random
 import struct
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import psycopg
 
@@ -28,6 +28,7 @@ from deltaforge.sources.postgres.connection import PostgresSettings, connect
 from deltaforge.sources.postgres.preflight import preflight
 from deltaforge.sources.postgres.resume import delivered_through
 from deltaforge.sources.postgres.rows import text_row
+from deltaforge.sources.postgres.state import OpenTransaction, Table
 from deltaforge.sources.postgres.stream import (
     KEEPALIVE,
     XLOG_DATA,
@@ -60,45 +61,6 @@ class PostgresSourceConfig:
         return f"pg:{self.settings.database}:{self.slot}"
 
 
-@dataclass
-class _Table:
-    relation_id: int
-    schema: str
-    name: str
-    columns: list[str]
-    converters: list[Callable[[bytes], Any]]
-    key_positions: list[int]
-    wanted: bool
-    key_columns: list[str] = field(init=False)
-    path: str = field(init=False)  # "schema.table", the metrics label
-
-    def __post_init__(self) -> None:
-        self.key_columns = [self.columns[index] for index in self.key_positions]
-        self.path = f"{self.schema}.{self.name}"
-
-    def key_of(self, row: Row | None) -> Row | None:
-        """The replica identity columns of `row`: the default Kafka key."""
-        if row is None or not self.key_columns:
-            return None
-        if len(self.key_columns) == 1:  # the common case, without a comprehension's frame
-            name = self.key_columns[0]
-            return {name: row.get(name)}
-        return {name: row.get(name) for name in self.key_columns}
-
-
-@dataclass
-class _Transaction:
-    position: str
-    commit_ts_us: int
-    xid: str
-    skip_through: int  # indexes at or below were delivered before a restart
-    event_ids: Callable[[int], str]
-    index: int = 0
-    held: ChangeEvent | None = None  # the newest event, sent once we know whether it is the last
-    infos: dict[int, SourceInfo] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 class PostgresSource:
     name = "postgres"
 
@@ -112,11 +74,13 @@ class PostgresSource:
     ) -> None:
         self.config, self._resume, self._metrics, self._log = config, resume, metrics, log
         self._stopping = asyncio.Event()
-        self._tables: dict[int, _Table] = {}
-        self._tx: _Transaction | None = None
+        self._tables: dict[int, Table] = {}
+        self._tx: OpenTransaction | None = None
         self._out: list[Item] = []  # items of the current network read, not yet handed over
         self._received_lsn = 0
         self._acked_lsn = 0
+        self._emitted_lsn = 0  # the end of the last transaction or heartbeat handed over
+        self._server_end = 0  # the WAL end of the server's last keepalive: all it has sent
         self._reported_lsn = -1
         self._health: tuple[bool, str] = (False, "connecting")
         self.last_event_monotonic = time.monotonic()
@@ -190,44 +154,51 @@ class PostgresSource:
                 heartbeat = asyncio.create_task(self._heartbeats(), name="postgres-heartbeat")
             feedback = asyncio.create_task(self._feedback(stream), name="postgres-feedback")
             last_status = 0.0
-            decode, handle, insert, header = decoder.decode, self._handle, self._insert, XLOG_DATA.size
             silence = SilenceWatch(limit=3 * STATUS_INTERVAL)
             while not self._stopping.is_set():
-                last_data = None
                 frames = await stream.read(wait_seconds=0.2)
                 now = time.monotonic()
                 silence.observe(bool(frames), now)
-                for frame in frames:
-                    kind = frame[0]
-                    if kind == 0x77:  # 'w' XLogData
-                        last_data = frame
-                        body = bytes(frame[header:])
-                        if body[0] != _INSERT or decoder.in_stream or not insert(body, len(frame)):
-                            handle(decode(body), len(frame))
-                    elif kind == 0x6B and KEEPALIVE.unpack_from(frame)[3]:  # 'k' asking for a reply
-                        last_status = 0.0
-                if last_data is not None:  # frames arrive in WAL order: the last one ends furthest
-                    self._received_lsn = max(self._received_lsn, XLOG_DATA.unpack_from(last_data)[2])
+                if self._take(frames, decoder):
+                    last_status = 0.0
                 out, self._out = self._out, []
                 await emit(out)
                 # The channel rarely makes us wait: yield so the coordinator drains while we read on.
                 await asyncio.sleep(0)
-                if self._acked_lsn != self._reported_lsn or now - last_status > STATUS_INTERVAL:
-                    await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
-                    self._reported_lsn, last_status = self._acked_lsn, now
+                if self._flushed() != self._reported_lsn or now - last_status > STATUS_INTERVAL:
+                    await self._report(stream)
+                    last_status = now
         finally:
             for task in (heartbeat, feedback):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            if stream is not None and stream.streaming and self._acked_lsn != self._reported_lsn:
+            if stream is not None and stream.streaming and self._flushed() != self._reported_lsn:
                 # On stop the coordinator acknowledges its last batch and then cancels this task,
                 # before the loop above reports it: report it now, or the next start replays it.
                 with contextlib.suppress(SourceUnavailable, psycopg.Error, OSError):
-                    await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn)
-                    self._reported_lsn = self._acked_lsn
+                    await self._report(stream)
             await connection.close()
+
+    def _take(self, frames: list[memoryview], decoder: pgoutput.PgOutputDecoder) -> bool:
+        """Decode `frames` into `self._out`; True when the server asked for an answer."""
+        decode, handle, insert, header = decoder.decode, self._handle, self._insert, XLOG_DATA.size
+        last_data, reply_requested = None, False
+        for frame in frames:
+            kind = frame[0]
+            if kind == 0x77:  # 'w' XLogData
+                last_data = frame
+                body = bytes(frame[header:])
+                if body[0] != _INSERT or decoder.in_stream or not insert(body, len(frame)):
+                    handle(decode(body), len(frame))
+            elif kind == 0x6B:  # 'k' keepalive: the server's WAL end, all it has sent
+                _, wal_end, _, reply = KEEPALIVE.unpack_from(frame)
+                self._server_end = max(self._server_end, wal_end)
+                reply_requested = reply_requested or bool(reply)
+        if last_data is not None:  # frames arrive in WAL order: the last one ends furthest
+            self._received_lsn = max(self._received_lsn, XLOG_DATA.unpack_from(last_data)[2])
+        return reply_requested
 
     async def _feedback(self, stream: ReplicationStream) -> None:
         """Standby status updates even while the reader is blocked on a full queue (a sink is
@@ -236,8 +207,23 @@ class PostgresSource:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             with contextlib.suppress(SourceUnavailable, psycopg.Error, OSError):
-                await stream.send_status(written=self._received_lsn, flushed=self._acked_lsn, reply=True)
-                self._reported_lsn = self._acked_lsn
+                await self._report(stream, reply=True)
+
+    async def _report(self, stream: ReplicationStream, *, reply: bool = False) -> None:
+        """A standby status update confirming `_flushed()`."""
+        flushed = self._flushed()
+        await stream.send_status(written=max(self._received_lsn, flushed), flushed=flushed, reply=reply)
+        self._reported_lsn = flushed
+
+    def _flushed(self) -> int:
+        """The position to confirm: what the sinks acknowledged; and when nothing is in flight (no
+        transaction open, everything handed over acknowledged), all the server has sent, since the
+        WAL after the last delivered transaction produced no change (aborted transactions, other
+        databases, unpublished tables). A walsender ends only once its client confirmed all it
+        sent: without this, a fast shutdown of the server waits for us forever."""
+        if self._tx is None and not self._out and self._acked_lsn >= self._emitted_lsn:
+            return max(self._acked_lsn, self._server_end)
+        return self._acked_lsn
 
     async def _heartbeats(self) -> None:
         """A non-transactional logical message in our database now and then, so an idle slot advances."""
@@ -262,7 +248,7 @@ class PostgresSource:
         elif isinstance(message, pgoutput.Begin):
             position = format_lsn(message.final_lsn)
             skip = delivered_through(self._resume, message.final_lsn)
-            self._tx = _Transaction(
+            self._tx = OpenTransaction(
                 position,
                 message.commit_ts_us,
                 str(message.xid),
@@ -281,12 +267,16 @@ class PostgresSource:
             and not message.transactional
             and message.prefix == HEARTBEAT_PREFIX
             and self._tx is None
+            # A replay after a reconnect resends old heartbeats too: the checkpoint covers them,
+            # and a checkpoint at one would move the resume point back.
+            and delivered_through(self._resume, message.lsn) < 0
         ):
             self._out.append(Progress(format_lsn(message.lsn), message.lsn))
+            self._emitted_lsn = max(self._emitted_lsn, message.lsn)
 
     def _relation(self, relation: pgoutput.Relation) -> None:
         schema = relation.namespace or "pg_catalog"
-        self._tables[relation.relation_id] = _Table(
+        self._tables[relation.relation_id] = Table(
             relation_id=relation.relation_id,
             schema=schema,
             name=relation.name,
@@ -336,7 +326,7 @@ class PostgresSource:
             self._tx.index += 1
 
     @staticmethod
-    def _old_row(table: _Table, values: pgoutput.TupleValues, only_key: bool) -> Row:
+    def _old_row(table: Table, values: pgoutput.TupleValues, only_key: bool) -> Row:
         """A 'K' old tuple holds real values only in key columns: the others are not fake nulls."""
         row = convert_row(table.columns, table.converters, values)
         if only_key:
@@ -346,7 +336,7 @@ class PostgresSource:
     def _add_event(
         self,
         op: Op,
-        table: _Table | None,
+        table: Table | None,
         before: Row | None,
         after: Row | None,
         key: Row | None,
@@ -385,6 +375,7 @@ class PostgresSource:
             for table, count in tx.counts.items():
                 self._metrics.source_events(table, count)
             self._metrics.set_source_lag(max(time.time() - commit.commit_ts_us / 1_000_000, 0.0))
-        else:
+        elif tx.skip_through != sys.maxsize:  # a replay the checkpoint covers must not move it back
             self._out.append(Progress(tx.position, commit.end_lsn))
+        self._emitted_lsn = max(self._emitted_lsn, commit.end_lsn)
         self.position = tx.position
