@@ -1,9 +1,12 @@
 """kopf wiring only: which watch events request a reconciliation of which Pipeline.
 
 Every handler is a `kopf.on.event` handler: they keep no state in the objects (no progress or
-last-handled annotations, no finalizer), because the reconciler is level-based and reads what it
-needs itself. A Pipeline gets a finalizer only once there is something to clean up on deletion
-(`slot.reclaimPolicy: Delete`, a later slice).
+last-handled annotations, no kopf finalizer), because the reconciler is level-based and reads what
+it needs itself. The only finalizer is the reconciler's own, on a Pipeline whose deletion has a
+slot to drop (`slot.reclaimPolicy: Delete`, see cleanup.py).
+
+Every handler is `async` and only enqueues: kopf would run a plain function in a thread, and the
+reconciler's queue may only be touched from the event loop.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ CHILDREN: tuple[tuple[str, str, str, bool], ...] = (
     ("rbac.authorization.k8s.io", "v1", "roles", True),
     ("rbac.authorization.k8s.io", "v1", "rolebindings", True),
     ("", "v1", "pods", False),
+    ("batch", "v1", "jobs", False),  # the cleanup Job of a deletion
 )
 
 
@@ -58,7 +62,7 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         if event["type"] == "DELETED":
             await reconciler.deleted(body)
         else:
-            reconciler.request(body.metadata.namespace or "", body.metadata.name or "")
+            reconciler.pipeline_changed(body)
 
     for group, version, plural, force in CHILDREN:
         _watch_child(registry, reconciler, group, version, plural, force=force)
@@ -67,11 +71,13 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     # the operator renders is a child; any other is checked against the references the reconciler
     # last saw, so a rotated password rolls the worker at once.
     @kopf.on.event("", "v1", "secrets", registry=registry)
-    def secret_changed(name: str, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    async def secret_changed(
+        event: kopf.RawEvent, name: str, namespace: str | None, labels: kopf.Labels, **_: Any
+    ) -> None:
         if namespace is None:
             return
         if labels.get(MANAGED_BY) == OPERATOR and PIPELINE_LABEL in labels:
-            reconciler.request(namespace, labels[PIPELINE_LABEL], force=True)
+            _child_event(reconciler, event, namespace, labels[PIPELINE_LABEL], force=True)
         for pipeline in reconciler.pipelines_using(namespace, name):
             reconciler.request(namespace, pipeline)
 
@@ -89,7 +95,19 @@ def _watch_child(
 ) -> None:
     @kopf.on.event(group, version, plural, registry=registry, labels={PIPELINE_LABEL: kopf.PRESENT},
                    id=f"child-{plural}")  # fmt: skip
-    def child_changed(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    async def child_changed(
+        event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, **_: Any
+    ) -> None:
         if namespace is None:
             return
-        reconciler.request(namespace, labels[PIPELINE_LABEL], force=force)
+        _child_event(reconciler, event, namespace, labels[PIPELINE_LABEL], force=force)
+
+
+def _child_event(
+    reconciler: Reconciler, event: kopf.RawEvent, namespace: str, pipeline: str, *, force: bool
+) -> None:
+    """A deletion always needs a pass (to restore the child); a change only if not our own write."""
+    if event["type"] == "DELETED":
+        reconciler.request(namespace, pipeline, force=force)
+    else:
+        reconciler.child_changed(namespace, pipeline, event["object"], force=force)

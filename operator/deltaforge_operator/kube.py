@@ -35,6 +35,7 @@ _RESOURCES: Final[dict[str, tuple[str, str]]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "Job": ("/apis/batch/v1", "jobs"),
     "Pipeline": (f"/apis/{API_VERSION}", "pipelines"),
 }
 
@@ -114,25 +115,38 @@ class Kube:
 
     def apply(self, manifest: Json) -> bool:
         """Server-side apply; True when the object was created (it did not exist)."""
+        return self.apply_object(manifest)[0]
+
+    def apply_object(self, manifest: Json) -> tuple[bool, Json]:
+        """Server-side apply: (created, the object as stored)."""
         metadata = manifest["metadata"]
-        status, _ = self.request(
+        status, stored = self.request(
             "PATCH",
             path(manifest["kind"], metadata["namespace"], metadata["name"]),
             body=manifest,
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             content_type="application/apply-patch+yaml",
         )
-        return status == 201
+        return status == 201, stored
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete with its dependents in the background (a Job's pods); gone already is fine."""
+        try:
+            self.request("DELETE", path(kind, namespace, name), body={"propagationPolicy": "Background"})
+        except ApiException as error:
+            if error.status != NOT_FOUND:
+                raise
 
     def merge_patch(
         self, kind: str, namespace: str, name: str, body: Json, *, subresource: str | None = None
-    ) -> None:
-        self.request(
+    ) -> Json:
+        """A JSON merge patch; returns the object as stored."""
+        return self.request(
             "PATCH",
             path(kind, namespace, name, subresource),
             body=body,
             content_type="application/merge-patch+json",
-        )
+        )[1]
 
     def post_event(self, involved: Json, *, warning: bool, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (a Pipeline), as `kubectl describe` lists them."""

@@ -29,6 +29,15 @@ class Action(StrEnum):
     RESTART = "restart"
     RESTORE = "restore"
     DELETE = "delete"
+    CLEANUP = "cleanup"  # dropping the slot on deletion (reclaimPolicy: Delete)
+
+
+class Result(StrEnum):
+    """Values of the `result` label."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    SKIPPED = "skipped"  # a cleanup the escape-hatch annotation skipped
 
 
 class OperatorMetrics:
@@ -73,8 +82,8 @@ class OperatorMetrics:
         self._phases: dict[tuple[str, str], tuple[str, bool]] = {}
         self._tenants: dict[tuple[str, str], str] = {}
 
-    def action(self, namespace: str, action: Action, *, ok: bool = True) -> None:
-        self.actions.labels(namespace, action.value, "success" if ok else "error").inc()
+    def action(self, namespace: str, action: Action, result: Result = Result.SUCCESS) -> None:
+        self.actions.labels(namespace, action.value, result.value).inc()
 
     def observe(
         self, namespace: str, name: str, tenant: str, *, phase: str, ready: bool, paused: bool

@@ -13,34 +13,43 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from deltaforge.spec import SpecError, parse_pipeline
-from deltaforge_operator import lifecycle, render
+from deltaforge.spec import Pipeline, SpecError, parse_pipeline
+from deltaforge_operator import cleanup, lifecycle, render
+from deltaforge_operator.deletion import Cleaner
 from deltaforge_operator.kube import Kube
 from deltaforge_operator.metrics import KIND, Action, OperatorMetrics
+from deltaforge_operator.reporting import Reporter
 from deltaforge_operator.status import (
     DeploymentFacts,
     Observed,
     PodFacts,
-    changed,
-    compute_status,
-    ready_of,
+    WorkerReport,
 )
 
 Json = dict[str, Any]
 Key = tuple[str, str]  # namespace, name
+T = TypeVar("T")
 log = logging.getLogger("deltaforge.operator")
-_MESSAGE_LIMIT = 4000
+UNPROCESSABLE = 422
+CLEANUP_TIMEOUT_ENV = "DELTAFORGE_CLEANUP_TIMEOUT"
+
+
+def _cleanup_timeout() -> float:
+    """$DELTAFORGE_CLEANUP_TIMEOUT (seconds), else cleanup.DEFAULT_TIMEOUT_SECONDS."""
+    return float(os.environ.get(CLEANUP_TIMEOUT_ENV) or cleanup.DEFAULT_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,12 @@ class ReconcilerSettings:
     worker: render.WorkerSettings = field(default_factory=render.WorkerSettings)
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     resync_seconds: float = 60.0
-    workers: int = 4
+    # Passes wait on the API server far more than they compute: more of them than cores pays off.
+    workers: int = 8
     max_retries: int = 8
     max_backoff_seconds: float = 60.0
+    # How long deleting a Pipeline may take to drop its slot before the operator gives up on it.
+    cleanup_timeout_seconds: float = field(default_factory=_cleanup_timeout)
 
 
 def _now() -> datetime:
@@ -68,8 +80,18 @@ class Reconciler:
         self._force: set[Key] = set()
         self._attempts: dict[Key, int] = {}
         self._lock = threading.Lock()  # guards what passes (in threads) share below
+        # Passes get threads of their own, not the loop's default executor, which is small on a
+        # small node (cores + 4) and which kopf uses too.
+        self._threads = ThreadPoolExecutor(max_workers=settings.workers + 2, thread_name_prefix="reconcile")
         self._applied: dict[Key, str] = {}
         self._secrets: dict[Key, frozenset[str]] = {}
+        self._seen: dict[Key, tuple[object, ...]] = {}  # lifecycle.wake_key of each Pipeline's last event
+        # (kind, name) -> (resourceVersion, generation) of what this operator wrote last
+        self._written: dict[Key, dict[tuple[str, str], tuple[str, object]]] = {}
+        self.reporter = Reporter(kube, metrics)
+        self.cleaner = Cleaner(
+            kube, settings.worker, settings.cleanup_timeout_seconds, metrics, post=self.reporter.post
+        )
 
     # --- requests (event loop) ---------------------------------------------------------------
     def request(self, namespace: str, name: str, *, force: bool = False) -> None:
@@ -83,6 +105,31 @@ class Reconciler:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
+    def pipeline_changed(self, body: Mapping[str, Any]) -> None:
+        """A watch event of a Pipeline: a pass only when it changed something that matters."""
+        metadata = body["metadata"]
+        key = (metadata["namespace"], metadata["name"])
+        wake = lifecycle.wake_key(body)
+        if self._seen.get(key) != wake:
+            self._seen[key] = wake
+            self.request(*key)
+
+    def child_changed(self, namespace: str, pipeline: str, child: Mapping[str, Any], *, force: bool) -> None:
+        """A child changed. The watch echo of the operator's own apply (the resourceVersion it got
+        back) needs no pass: without this, every apply would be followed by a second full one. A
+        change of status only (the generation it wrote, as when a Deployment rolls out) needs a
+        pass for the facts, not a re-apply."""
+        metadata = child.get("metadata", {})
+        with self._lock:
+            written = self._written.get((namespace, pipeline), {}).get(
+                (str(child.get("kind")), metadata.get("name"))
+            )
+        if written is not None and written[0] == metadata.get("resourceVersion"):
+            return
+        generation = metadata.get("generation")
+        status_only = written is not None and generation is not None and written[1] == generation
+        self.request(namespace, pipeline, force=force and not status_only)
+
     def pipelines_using(self, namespace: str, secret: str) -> list[str]:
         with self._lock:
             return [name for (ns, name), used in self._secrets.items() if ns == namespace and secret in used]
@@ -94,18 +141,26 @@ class Reconciler:
         with self._lock:
             self._applied.pop(key, None)
             self._secrets.pop(key, None)
+            self._written.pop(key, None)
         self._attempts.pop(key, None)
+        self._seen.pop(key, None)
         self.metrics.forget(*key)
         self.metrics.action(key[0], Action.DELETE)
-        await asyncio.to_thread(self._announce, body, Action.DELETE)
+        await self._in_thread(self.reporter.announce, body, Action.DELETE)
 
     # --- running -----------------------------------------------------------------------------
     async def run(self) -> None:
         """Work the queue and resync until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for number in range(self.settings.workers):
-                group.create_task(self._work(), name=f"reconcile-{number}")
-            group.create_task(self._resync(), name="resync")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for number in range(self.settings.workers):
+                    group.create_task(self._work(), name=f"reconcile-{number}")
+                group.create_task(self._resync(), name="resync")
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_thread(self, function: Callable[..., T], *arguments: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *arguments)
 
     async def _work(self) -> None:
         while True:
@@ -126,7 +181,7 @@ class Reconciler:
         started = time.perf_counter()
         self.metrics.reconciliations.labels(KIND, key[0]).inc()
         try:
-            await asyncio.to_thread(self.reconcile, key, force)
+            await self._in_thread(self.reconcile, key, force)
             self._attempts.pop(key, None)
         except (ApiException, HTTPError, OSError) as error:
             self.metrics.failures.labels(KIND, key[0]).inc()
@@ -150,15 +205,22 @@ class Reconciler:
             self._alive()
 
     async def _resync(self) -> None:
-        """Level-based safety net: every interval, every Pipeline gets a full pass."""
+        """Level-based safety net: every interval, every Pipeline gets a pass.
+
+        It re-reads everything and recomputes the status (a heartbeat that went stale shows up
+        here), but applies only what rendered differently: a child someone changed has already
+        forced a full apply through its watch event, or through kopf's re-listing after a watch
+        reconnected (whose resourceVersions are not the ones the operator wrote). Forcing every
+        apply here would cost a thousand Pipelines eight thousand requests per interval.
+        """
         while True:
             try:
                 with self._lock:  # known before the listing started, so a brand-new one is never "gone"
                     known = set(self._applied)
-                found = await asyncio.to_thread(self._list_pipelines)
+                found = await self._in_thread(self._list_pipelines)
                 gone = known - found
                 for namespace, name in found:
-                    self.request(namespace, name, force=True)
+                    self.request(namespace, name)
                 for namespace, name in gone:  # deleted while a watch was down
                     await self.deleted({"metadata": {"namespace": namespace, "name": name}})
                 self._alive()
@@ -182,11 +244,16 @@ class Reconciler:
     def reconcile(self, key: Key, force: bool) -> None:
         namespace, name = key
         body = self.kube.get("Pipeline", namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return  # deletion is announced by the watch (or the resync) and done by the garbage collector
+        if body is None:
+            return  # deletion is announced by the watch (or the resync)
+        pods = self._worker_pods(namespace, name)
+        if body["metadata"].get("deletionTimestamp"):
+            self.cleaner.delete(body, pods)  # the garbage collector does the rest
+            return
         status: Mapping[str, Any] = body.get("status") or {}
         try:
             pipeline = parse_pipeline(body, source_name=f"Pipeline {namespace}/{name}")
+            self.cleaner.keep_finalizer(body, pipeline)
             references = render.secret_references(pipeline)
             with self._lock:
                 self._secrets[key] = frozenset(references)
@@ -200,29 +267,39 @@ class Reconciler:
                 restarted_at=_stamp() if restart else _restarted_at(deployment),
             )  # fmt: skip
         except SpecError as error:
-            self._report_invalid(body, status, error)
+            self.reporter.invalid(body, status, error)
             return
-        fingerprint = hashlib.sha256(render.canonical(rendered.objects)).hexdigest()
+        state = pipeline.spec.state.value
+        objects = rendered.objects
+        if state == "stopped" and (deployment is None or not pods):
+            objects = self._release(pipeline, objects, deployment)
+        fingerprint = hashlib.sha256(render.canonical(objects)).hexdigest()
         with self._lock:
             unchanged = self._applied.get(key) == fingerprint
         created: list[str] = []
+        # The Deployment as it is now, for the facts: as applied, or gone when released.
+        current = None if objects is not rendered.objects else deployment
         if force or restart or not unchanged:
-            created = [obj["kind"] for obj in rendered.objects if self.kube.apply(obj)]
+            for obj in objects:
+                new, stored = self._apply(obj)
+                created += [obj["kind"]] if new else []
+                current = stored if obj["kind"] == "Deployment" else current
+                with self._lock:  # at once: the watch event of this write may be on its way
+                    written = self._written.setdefault(key, {})
+                    stamp = stored["metadata"]
+                    written[obj["kind"], stamp["name"]] = (stamp["resourceVersion"], stamp.get("generation"))
             with self._lock:
                 self._applied[key] = fingerprint
         if restart:
             self.kube.merge_patch(
                 "Pipeline", namespace, name, {"metadata": {"annotations": {render.RESTART_REQUEST: None}}}
             )
-        state = pipeline.spec.state.value
         for action in lifecycle.actions(
             deployment=deployment, status=status, state=state, config_hash=rendered.config_hash,
             restart=restart, created=created,
         ):  # fmt: skip
             self.metrics.action(namespace, action)
-            self._announce(body, action, created)
-        if created:  # what was just created has no status yet; read it back for the facts
-            deployment = self.kube.get("Deployment", namespace, render.child_name(name))
+            self.reporter.announce(body, action, created)
         facts = Observed(
             generation=int(body["metadata"].get("generation", 0)),
             state=state,
@@ -230,10 +307,11 @@ class Reconciler:
             missing_secrets=[f"Secret {s}" for s, data in secrets.items() if data is None]
             + [f"key {k} of Secret {s}" for s, keys in references.items() if secrets[s] is not None
                for k in keys if k not in (secrets[s] or {})],
-            deployment=DeploymentFacts.of(deployment) if deployment else None,
-            pod=self._current_pod(namespace, name),
+            deployment=DeploymentFacts.of(current) if current else None,
+            pod=_newest(pods),
+            report=WorkerReport.of(status),
         )  # fmt: skip
-        self._write_status(body, status, facts, tenant=pipeline.tenant)
+        self.reporter.status(body, status, facts, tenant=pipeline.tenant)
 
     def _secret_keys(self, namespace: str, secret: str, keys: list[str]) -> dict[str, bytes] | None:
         """The referenced keys of a Secret (decoded), or None when the Secret does not exist."""
@@ -243,73 +321,41 @@ class Reconciler:
         data = found.get("data") or {}
         return {key: base64.b64decode(data[key]) for key in keys if key in data}
 
-    def _current_pod(self, namespace: str, name: str) -> PodFacts | None:
-        selector = ",".join(f"{k}={v}" for k, v in render.selector(name).items())
-        pods = [
-            p
-            for p in self.kube.list("Pod", namespace, selector)
-            if not p["metadata"].get("deletionTimestamp")
-        ]
-        if not pods:
-            return None
-        newest = max(pods, key=lambda pod: str(pod["metadata"].get("creationTimestamp", "")))
-        return PodFacts.of(newest)
-
-    def _report_invalid(self, body: Json, status: Mapping[str, Any], error: SpecError) -> None:
-        """InvalidSpec: a condition and one Warning Event per distinct problem; no retry, no storm.
-
-        The children are left as they are: a worker that runs the last valid spec keeps running.
-        """
-        message = "; ".join(error.lines())[:_MESSAGE_LIMIT]
-        spec = body.get("spec") or {}
-        state = spec.get("state") if spec.get("state") in ("running", "paused", "stopped") else "running"
-        facts = Observed(
-            generation=int(body["metadata"].get("generation", 0)), state=str(state), source_kind=None,
-            invalid=message,
-        )  # fmt: skip
-        previous: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        if previous.get("reason") != "InvalidSpec" or previous.get("message") != message:
-            self._post(body, warning=True, reason="InvalidSpec", message=message)
-        self._write_status(
-            body, status, facts, tenant=str(spec.get("tenant") or body["metadata"]["namespace"])
-        )
-
-    def _write_status(self, body: Json, status: Mapping[str, Any], facts: Observed, *, tenant: str) -> None:
-        metadata = body["metadata"]
-        namespace, name = metadata["namespace"], metadata["name"]
-        new = compute_status(facts, status, now=_now())
-        if changed(new, status):
-            self.kube.merge_patch("Pipeline", namespace, name, {"status": new}, subresource="status")
-        before, after = ready_of(status), ready_of(new)
-        ready_condition = new["conditions"][0]
-        if before != after and (before is not None or after == "True"):
-            self.metrics.transitions.labels(namespace, "ready" if after == "True" else "not_ready").inc()
-            if after == "True":
-                self._post(body, warning=False, reason="Ready", message=ready_condition["message"])
-            else:
-                self._post(body, warning=True, reason="NotReady",
-                           message=f"{ready_condition['reason']}: {ready_condition['message']}")  # fmt: skip
-        self.metrics.observe(
-            namespace,
-            name,
-            tenant,
-            phase=new["phase"],
-            ready=after == "True",
-            paused=facts.state != "running",
-        )
-
-    def _announce(self, body: Mapping[str, Any], action: Action, created: list[str] | None = None) -> None:
-        reason, text = lifecycle.message(action, created or [])
-        self._post(body, warning=action is Action.RESTORE, reason=reason, message=text)
-        log.info("%s %s/%s: %s", reason, body["metadata"]["namespace"], body["metadata"]["name"], text)
-
-    def _post(self, body: Mapping[str, Any], *, warning: bool, reason: str, message: str) -> None:
+    def _apply(self, obj: Json) -> tuple[bool, Json]:
+        """Server-side apply; a Service that still has a virtual IP (rendered before they became
+        headless) is replaced, since `clusterIP` cannot change in place."""
         try:
-            self.kube.post_event(dict(body), warning=warning, reason=reason, message=message)
-        except (ApiException, HTTPError, OSError) as error:  # an Event is worth a log line, not a retry
-            log.warning("posting Event %s failed: %s", reason, error)
+            return self.kube.apply_object(obj)
+        except ApiException as error:
+            if obj["kind"] != "Service" or error.status != UNPROCESSABLE:
+                raise
+        self.kube.delete("Service", obj["metadata"]["namespace"], obj["metadata"]["name"])
+        return self.kube.apply_object(obj)
+
+    def _worker_pods(self, namespace: str, name: str) -> list[Json]:
+        """The worker's pods, terminating ones too: until they are gone, a worker may hold the slot."""
+        selector = ",".join(f"{k}={v}" for k, v in render.selector(name).items())
+        return self.kube.list("Pod", namespace, selector)
+
+    def _release(self, pipeline: Pipeline, objects: list[Json], deployment: Json | None) -> list[Json]:
+        """A stopped Pipeline whose worker is gone keeps only its checkpoint ConfigMap.
+
+        The rest is deleted only after the worker stopped: it needs its Role to write its last
+        checkpoint on the way out.
+        """
+        if deployment is not None:
+            for kind, child in render.released(pipeline.name):
+                self.kube.delete(kind, pipeline.namespace, child)
+        checkpoint = render.checkpoint_config_map(pipeline)
+        return [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) == ("ConfigMap", checkpoint)]
+
+
+def _newest(pods: list[Json]) -> PodFacts | None:
+    """The facts of the newest pod that is not terminating (the one a rollout leads to)."""
+    running = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+    if not running:
+        return None
+    return PodFacts.of(max(running, key=lambda pod: str(pod["metadata"].get("creationTimestamp", ""))))
 
 
 def _stamp() -> str:

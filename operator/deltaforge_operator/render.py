@@ -226,8 +226,10 @@ def render(
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata(worker),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": worker},
          "subjects": [{"kind": "ServiceAccount", "name": worker, "namespace": namespace}]},
+        # Headless: it exists so scrapers find the one worker pod; a virtual IP per Pipeline would
+        # only use up the cluster's Service range (a /24 holds 254 Pipelines).
         {"apiVersion": "v1", "kind": "Service", "metadata": metadata(worker),
-         "spec": {"type": "ClusterIP", "selector": selector(name),
+         "spec": {"type": "ClusterIP", "clusterIP": "None", "selector": selector(name),
                   "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}]}},
         _deployment(pipeline, metadata(worker, annotations={STATE: pipeline.spec.state.value}),
                     settings, digest=digest, restarted_at=restarted_at, literal_keys=sorted(literals)),
@@ -282,31 +284,14 @@ def _deployment(
     template_annotations = {CONFIG_HASH: digest}
     if restarted_at:
         template_annotations[RESTARTED_AT] = restarted_at
-    volumes: list[Json] = [
-        {"name": "config", "configMap": {"name": child_name(name, "config")}},
-        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-    ]
-    mounts: list[Json] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    secrets = dict(secret_references(pipeline))
-    if literal_keys:
-        secrets[child_name(name, "credentials")] = literal_keys
-    for index, (secret, keys) in enumerate(sorted(secrets.items())):
-        volumes.append(
-            {
-                "name": f"secret-{index}",
-                "secret": {
-                    "secretName": secret,
-                    "defaultMode": 0o440,
-                    "items": [{"key": key, "path": key} for key in keys],
-                },
-            }
-        )
-        mounts.append(
-            {"name": f"secret-{index}", "mountPath": f"{DEFAULT_SECRETS_DIR}/{secret}", "readOnly": True}
-        )
+    volumes, mounts = config_volumes(
+        pipeline,
+        literal_keys,
+        config_map=child_name(name, "config"),
+        credentials=child_name(name, "credentials"),
+    )
+    volumes.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}})
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
     container: Json = {
         "name": "worker",
         "image": settings.image,
@@ -321,8 +306,7 @@ def _deployment(
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "initialDelaySeconds": 10,
                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }  # fmt: skip
@@ -341,15 +325,66 @@ def _deployment(
                 "spec": {
                     "serviceAccountName": child_name(name),
                     "terminationGracePeriodSeconds": 30,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": _NON_ROOT_ID,
-                                        "runAsGroup": _NON_ROOT_ID, "fsGroup": _NON_ROOT_ID,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": volumes,
                 },
             },
         },
     }  # fmt: skip
+
+
+def pod_security() -> Json:
+    """Non-root with a fixed id and the runtime's default seccomp profile (the restricted standard)."""
+    return {"runAsNonRoot": True, "runAsUser": _NON_ROOT_ID, "runAsGroup": _NON_ROOT_ID,
+            "fsGroup": _NON_ROOT_ID, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+
+
+def container_security() -> Json:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+
+
+def config_volumes(
+    pipeline: Pipeline, literal_keys: list[str], *, config_map: str, credentials: str
+) -> tuple[list[Json], list[Json]]:
+    """Volumes and mounts for `pipeline.yaml` (from `config_map`) and every Secret it references.
+
+    Each Secret is mounted read-only at `<secrets dir>/<name>/` with only the referenced keys, where
+    the runtime's credential resolution reads a `secretKeyRef`. The literal credentials come from
+    `credentials` but are mounted under the name the manifest references (the pipeline's
+    credentials Secret), so the cleanup Job can bring a copy of its own with the same manifest.
+    """
+    volumes: list[Json] = [{"name": "config", "configMap": {"name": config_map}}]
+    mounts: list[Json] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    secrets = {name: (name, keys) for name, keys in secret_references(pipeline).items()}
+    if literal_keys:
+        secrets[child_name(pipeline.name, "credentials")] = (credentials, literal_keys)
+    for index, (mounted_as, (secret, keys)) in enumerate(sorted(secrets.items())):
+        volumes.append({
+            "name": f"secret-{index}",
+            "secret": {"secretName": secret, "defaultMode": 0o440,
+                       "items": [{"key": key, "path": key} for key in keys]},
+        })  # fmt: skip
+        mounts.append(
+            {"name": f"secret-{index}", "mountPath": f"{DEFAULT_SECRETS_DIR}/{mounted_as}", "readOnly": True}
+        )
+    return volumes, mounts
+
+
+def released(pipeline: str) -> list[tuple[str, str]]:
+    """(kind, name) of the children a stopped Pipeline gives up, its Deployment last.
+
+    Everything that only a running worker needs: what is left is the Pipeline, its checkpoint
+    ConfigMap and the replication slot, so the position survives. The Deployment goes last: while
+    it exists, a later pass knows the release is not finished.
+    """
+    worker = child_name(pipeline)
+    return [
+        ("Service", worker), ("RoleBinding", worker), ("Role", worker), ("ServiceAccount", worker),
+        ("Secret", child_name(pipeline, "credentials")), ("ConfigMap", child_name(pipeline, "config")),
+        ("Deployment", worker),
+    ]  # fmt: skip
 
 
 def canonical(objects: list[Json]) -> bytes:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from deltaforge import __version__, gc_tuning
+from deltaforge import __version__, gc_tuning, status_report
 from deltaforge.assembly import Secrets, build_checkpoints, build_processors, build_sinks, build_source
 from deltaforge.coordinator import BatchLimits, Coordinator
 from deltaforge.observability.http import ObservabilityServer
@@ -123,6 +123,7 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, coordinator.stop)
         watcher = asyncio.create_task(_watch_readiness(server, health), name="readiness")
+        reporter = status_report.start(pipeline, health, metrics)  # into the Pipeline's status, in a pod
         log.info(
             "pipeline_starting",
             source=source_kind,
@@ -140,6 +141,8 @@ async def run_pipeline(pipeline: Pipeline, *, http_host: str, http_port: int, se
             log.error("pipeline_failed", reason=str(error))
             return 1
         finally:
+            if reporter is not None:
+                await reporter.close(health.fatal)
             await _shut_down(watcher, checkpoints, server)
         metrics.lifecycle(LifecycleAction.STOP, LifecycleResult.SUCCESS)
         log.info(

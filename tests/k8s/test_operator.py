@@ -1,5 +1,8 @@
 """The operator end to end: the real API server and controller manager, the pod runner running the
 real worker, and PostgreSQL and Kafka of the local stack. One operator process serves the module.
+
+A test that stops its database uses a PostgreSQL of its own (tests/support/isolated_stack.py),
+never the shared one.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from deltaforge_operator.cleanup import FINALIZER, SKIP_ANNOTATION
 from deltaforge_operator.render import CONFIG_HASH, RESTART_REQUEST, RESTARTED_AT
-from hack.stack.config import HOST, Settings
+from hack.stack.config import HOST, PG_ADMIN_PASSWORD, PG_ADMIN_USER, Settings
+from hack.stack.process import free_ports
 from tests.fixtures.control_plane import ControlPlane, PodRunnerHandle, wait_for
 from tests.fixtures.data_stack import PgDatabase, unique_name
-from tests.support.operator import RESYNC_SECONDS, OperatorProcess, running_operator
+from tests.support.isolated_stack import isolated_stack
+from tests.support.operator import CLEANUP_TIMEOUT_SECONDS, RESYNC_SECONDS, OperatorProcess, running_operator
 from tests.support.worker import consume, values
 
 PIPELINES = "pipelines.deltaforge.io"
@@ -58,17 +64,35 @@ class Source:
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL(statement).format(sql.Identifier(self.role), sql.Literal(password)))
 
+    def query(self, statement: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database.admin_dsn, autocommit=True) as admin:
+            return admin.execute(statement).fetchall()
+
+
+def _source(database: PgDatabase, port: int, admin_dsn: str, kafka: str, *, managed: bool = False) -> Source:
+    """The role and the table; the publication too, unless the worker is to create (manage) it, for
+    which its role owns the table and may create in the database."""
+    found = Source(database, port, unique_name("role"), f"planted-{uuid.uuid4().hex}", admin_dsn, kafka)
+    found.set_password(found.password, create=True)
+    with psycopg.connect(database.admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE orders (id bigint PRIMARY KEY, note text)")
+        if managed:
+            role, name = sql.Identifier(found.role), sql.Identifier(database.name)
+            admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(name, role))
+            admin.execute(sql.SQL("ALTER TABLE orders OWNER TO {}").format(role))
+        else:
+            admin.execute("CREATE PUBLICATION df_orders FOR TABLE orders")
+    return found
+
 
 @pytest.fixture
 def source(pg_database: PgDatabase, postgres_server: Settings, kafka_server: Settings) -> Iterator[Source]:
-    found = Source(
-        pg_database, postgres_server.postgres_port, unique_name("role"), f"planted-{uuid.uuid4().hex}",
-        postgres_server.postgres_dsn(), kafka_server.kafka_bootstrap,
-    )  # fmt: skip
-    found.set_password(found.password, create=True)
-    with psycopg.connect(pg_database.admin_dsn, autocommit=True) as admin:
-        admin.execute("CREATE TABLE orders (id bigint PRIMARY KEY, note text)")
-        admin.execute("CREATE PUBLICATION df_orders FOR TABLE orders")
+    found = _source(
+        pg_database,
+        postgres_server.postgres_port,
+        postgres_server.postgres_dsn(),
+        kafka_server.kafka_bootstrap,
+    )
     yield found
     with psycopg.connect(found.admin_dsn, autocommit=True) as admin:
         admin.execute(
@@ -142,13 +166,21 @@ class Cluster:
         assert isinstance(found, dict)
         return found
 
-    def event_reasons(self, pipeline: str) -> list[str]:
+    def events(self, pipeline: str) -> list[dict[str, Any]]:
         selector = f"involvedObject.kind=Pipeline,involvedObject.name={pipeline}"
-        return [event["reason"] for event in self.items("events", "--field-selector", selector)]
+        return self.items("events", "--field-selector", selector)
 
-    def lifecycle_count(self, action: str) -> float:
+    def event_reasons(self, pipeline: str) -> list[str]:
+        return [event["reason"] for event in self.events(pipeline)]
+
+    def lifecycle_count(self, action: str, **labels: str) -> float:
         return self.operator.metric(
-            "deltaforge_operator_lifecycle_actions_total", namespace=self.namespace, action=action
+            "deltaforge_operator_lifecycle_actions_total", namespace=self.namespace, action=action, **labels
+        )
+
+    def transitions(self, to: str) -> float:
+        return self.operator.metric(
+            "deltaforge_operator_readiness_transitions_total", namespace=self.namespace, to=to
         )
 
 
@@ -264,6 +296,40 @@ def _check_pause_loses_nothing(cluster: Cluster, name: str, source: Source, topi
     assert _delivered_ids(source, topic, 7) == {1, 2, 3, 4, 5, 6, 7}
 
 
+def _check_stop_releases_and_keeps_the_position(
+    cluster: Cluster, name: str, source: Source, topic: str
+) -> None:
+    """Unlike paused, stopped gives up everything but the position: the checkpoint and the slot."""
+    cluster.kubectl("patch", PIPELINES, name, "--type=merge", "-p", '{"spec": {"state": "stopped"}}')
+    released = [("deployment", f"deltaforge-{name}"), ("service", f"deltaforge-{name}"),
+                ("role", f"deltaforge-{name}"), ("secret", f"deltaforge-{name}-credentials"),
+                ("configmap", f"deltaforge-{name}-config")]  # fmt: skip
+    wait_for(lambda: not any(cluster.exists(*child) for child in released), timeout=60, what="the release")
+    assert cluster.exists("configmap", f"{name}-checkpoint")
+    wait_for(
+        lambda: cluster.get(PIPELINES, name)["status"]["phase"] == "Stopped", timeout=30, what="phase Stopped"
+    )
+    source.insert(8, 9)
+    cluster.kubectl("patch", PIPELINES, name, "--type=merge", "-p", '{"spec": {"state": "running"}}')
+    cluster.wait_ready(name)
+    assert _delivered_ids(source, topic, 9) == set(range(1, 10))
+
+
+def _check_the_worker_reports(cluster: Cluster, name: str) -> None:
+    """The worker's own fields in the status: heartbeat, position, lag, sinks."""
+
+    def reported() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.get(PIPELINES, name)["status"]
+        return status if status.get("source", {}).get("lastEventTime") else None
+
+    status = wait_for(reported, timeout=40, what="the worker's report of its position")
+    assert isinstance(status, dict)
+    assert {"kind", "position", "lagSeconds", "lastEventTime"} <= set(status["source"]), status
+    assert (status["sinksReady"], status["sinks"]) == ("1/1", [{"name": "events", "connected": True}])
+    assert status["worker"]["lastHeartbeatTime"]
+    assert "lastError" not in status["worker"]
+
+
 def _check_restart_annotation(cluster: Cluster, name: str) -> None:
     pod = cluster.worker_pod()
     cluster.kubectl("annotate", PIPELINES, name, f"{RESTART_REQUEST}=please")
@@ -290,12 +356,15 @@ def test_pipeline_lifecycle_end_to_end(cluster: Cluster, source: Source, kafka_t
     _check_drift_is_corrected(cluster, name)
     _check_secret_rotation_rolls_the_worker(cluster, name, source, rotated)
     _check_pause_loses_nothing(cluster, name, source, kafka_topic)
+    _check_stop_releases_and_keeps_the_position(cluster, name, source, kafka_topic)
     _check_restart_annotation(cluster, name)
+    _check_the_worker_reports(cluster, name)
 
     reasons = cluster.event_reasons(name)
-    for reason in ("Created", "Ready", "NotReady", "Restored", "Updated", "Paused", "Resumed", "Restarted"):
+    for reason in ("Created", "Ready", "NotReady", "Restored", "Updated", "Paused", "Stopped", "Resumed",
+                   "Restarted"):  # fmt: skip
         assert reason in reasons, (reason, reasons)
-    for action in ("create", "restore", "update", "pause", "resume", "restart"):
+    for action in ("create", "restore", "update", "pause", "stop", "resume", "restart"):
         assert cluster.lifecycle_count(action) >= 1, action
     ready = {"namespace": cluster.namespace, "pipeline": name}
     assert cluster.operator.metric("deltaforge_operator_pipeline_ready", **ready) == 1
@@ -309,6 +378,7 @@ def test_pipeline_lifecycle_end_to_end(cluster: Cluster, source: Source, kafka_t
     ]
     assert not [text for text in texts for planted in (source.password, rotated) if planted in text]
 
+    slot = cluster.get(PIPELINES, name)["spec"]["source"]["postgres"]["slot"]["name"]
     cluster.kubectl("delete", PIPELINES, name)
     wait_for(
         lambda: not cluster.exists("deployment", f"deltaforge-{name}"), timeout=60, what="garbage collection"
@@ -316,6 +386,9 @@ def test_pipeline_lifecycle_end_to_end(cluster: Cluster, source: Source, kafka_t
     wait_for(lambda: "Deleted" in cluster.event_reasons(name), timeout=30, what="a Deleted Event")
     assert cluster.lifecycle_count("delete") == 1
     assert f'pipeline="{name}"' not in cluster.operator.get("/metrics")[1].split(cluster.namespace, 1)[-1]
+    # reclaimPolicy Retain: the slot stays for a Pipeline re-created later; so does the checkpoint.
+    assert source.query(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'") == [(1,)]
+    assert cluster.exists("configmap", f"{name}-checkpoint")
 
 
 def test_invalid_spec_is_reported_once_without_a_retry_storm(
@@ -374,3 +447,108 @@ def test_operator_restart_midway_creates_no_duplicates(
     assert "Updated" not in cluster.event_reasons(name)
     assert len(cluster.pods()) == 1
     assert cluster.event_reasons(name).count("Created") == 1
+
+
+def _reclaimed(name: str, source: Source, topic: str) -> dict[str, Any]:
+    manifest = _pipeline(name, source, topic)
+    manifest["spec"]["source"]["postgres"]["slot"]["reclaimPolicy"] = "Delete"
+    return manifest
+
+
+def _wait_not_ready(cluster: Cluster, name: str) -> dict[str, Any]:
+    def not_ready() -> dict[str, Any]:
+        condition = cluster.condition(name, "Ready")
+        return condition if condition.get("status") == "False" else {}
+
+    found = wait_for(not_ready, timeout=60, what=f"Pipeline {name} to lose Ready")
+    assert isinstance(found, dict)
+    return found
+
+
+def test_readiness_follows_the_source_and_deletion_drops_the_slot(
+    cluster: Cluster, kafka_server: Settings, kafka_topic: str
+) -> None:
+    """Stopping the source database loses Ready, starting it again restores it (Events, counters);
+    deleting the Pipeline with reclaimPolicy Delete drops its slot and the publication it created."""
+    with isolated_stack("deltaforge-operator-") as stack:
+        stack.up("postgres")
+        port = stack.port("DELTAFORGE_PG_PORT")
+        admin = f"postgresql://{PG_ADMIN_USER}:{PG_ADMIN_PASSWORD}@{HOST}:{port}/postgres"
+        source = _source(stack.postgres_database(unique_name("pg")), port, admin, kafka_server.kafka_bootstrap,
+                         managed=True)  # fmt: skip
+        name = "reclaimed"
+        manifest = _reclaimed(name, source, kafka_topic)
+        manifest["spec"]["source"]["postgres"]["publication"]["create"] = True
+        cluster.apply(_secret(source.role, source.password), manifest)
+        assert cluster.wait_ready(name)["metadata"]["finalizers"] == [FINALIZER]
+        source.insert(1)
+        assert _delivered_ids(source, kafka_topic, 1) == {1}
+        before = {to: cluster.transitions(to) for to in ("ready", "not_ready")}
+        events_before = cluster.event_reasons(name)
+
+        stack.down("postgres")
+        condition = _wait_not_ready(cluster, name)
+        assert (condition["reason"], condition["message"].split(":")[0]) == ("WorkerNotReady", "source"), (
+            condition
+        )
+        wait_for(lambda: cluster.transitions("not_ready") == before["not_ready"] + 1, timeout=15,
+                 what="the not_ready counter")  # fmt: skip
+        assert cluster.event_reasons(name).count("NotReady") == events_before.count("NotReady") + 1
+        assert cluster.get(PIPELINES, name)["status"]["worker"]["lastError"].startswith("source: ")
+
+        stack.up("postgres")
+        cluster.wait_ready(name)
+        wait_for(
+            lambda: cluster.transitions("ready") == before["ready"] + 1, timeout=15, what="the ready counter"
+        )
+        assert cluster.event_reasons(name).count("Ready") == events_before.count("Ready") + 1
+        assert "lastError" not in cluster.get(PIPELINES, name)["status"]["worker"]
+
+        slot = cluster.get(PIPELINES, name)["spec"]["source"]["postgres"]["slot"]["name"]
+        assert source.query(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'") == [(1,)]
+        cluster.kubectl("delete", PIPELINES, name, "--wait=false")
+        wait_for(lambda: not cluster.exists(PIPELINES, name), timeout=CLEANUP_TIMEOUT_SECONDS + 30,
+                 what="the deletion to finish")  # fmt: skip
+        assert source.query("SELECT slot_name FROM pg_replication_slots") == []
+        assert source.query("SELECT pubname FROM pg_publication") == []
+        reasons = cluster.event_reasons(name)
+        assert {"CleaningUp", "CleanedUp", "Deleted"} <= set(reasons), reasons
+        assert cluster.lifecycle_count("cleanup", result="success") == 1
+        assert not cluster.exists("job", f"deltaforge-{name}-cleanup")
+
+
+def test_deletion_never_hangs_on_an_unreachable_database(
+    cluster: Cluster, source: Source, kafka_topic: str
+) -> None:
+    """The cleanup is bounded: it gives up with a Warning naming the slot, or is skipped on request."""
+    closed_port = free_ports(1)[0]
+    manifests = [_reclaimed(name, source, kafka_topic) for name in ("unreachable", "skipped")]
+    for manifest in manifests:
+        manifest["spec"]["source"]["postgres"].update(port=closed_port, connectTimeout="2s")
+    cluster.apply(_secret(source.role, source.password), *manifests)
+
+    def finalized() -> bool:
+        found = [cluster.get(PIPELINES, name)["metadata"] for name in ("unreachable", "skipped")]
+        return all(FINALIZER in metadata.get("finalizers", []) for metadata in found)
+
+    wait_for(finalized, timeout=30, what="the finalizers")
+    cluster.kubectl("annotate", PIPELINES, "skipped", f"{SKIP_ANNOTATION}=true")
+    started = time.monotonic()
+    cluster.kubectl("delete", PIPELINES, "unreachable", "skipped", "--wait=false")
+
+    wait_for(lambda: not cluster.exists(PIPELINES, "skipped"), timeout=30, what="the skipped deletion")
+    [skipped] = [event for event in cluster.events("skipped") if event["reason"] == "CleanupSkipped"]
+    assert skipped["type"] == "Warning"
+    assert "pg_drop_replication_slot" in skipped["message"]
+
+    wait_for(lambda: not cluster.exists(PIPELINES, "unreachable"), timeout=CLEANUP_TIMEOUT_SECONDS + 45,
+             what="the bounded deletion")  # fmt: skip
+    took = time.monotonic() - started
+    [failed] = [event for event in cluster.events("unreachable") if event["reason"] == "CleanupFailed"]
+    print(f"deletion with an unreachable database took {took:.1f} s: {failed['message']}")
+    assert failed["type"] == "Warning"
+    assert f":{closed_port}/" in failed["message"]
+    assert "pg_drop_replication_slot" in failed["message"]
+    assert cluster.lifecycle_count("cleanup", result="error") == 1
+    assert cluster.lifecycle_count("cleanup", result="skipped") == 1
+    assert cluster.items("jobs") == []

@@ -21,6 +21,7 @@ from hack.stack.process import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 RESYNC_SECONDS = 10
+CLEANUP_TIMEOUT_SECONDS = 30  # bounds a deletion's slot cleanup; short, so tests of it are too
 
 
 @dataclass
@@ -28,6 +29,7 @@ class OperatorProcess:
     kubeconfig: str
     log_path: Path
     port: int
+    resync_seconds: float = RESYNC_SECONDS
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -35,9 +37,11 @@ class OperatorProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "deltaforge", "operator", "--all-namespaces",
                  "--http-host", "127.0.0.1", "--http-port", str(self.port),
-                 "--resync-interval", str(RESYNC_SECONDS), "--watch-timeout", "60",
+                 "--resync-interval", str(self.resync_seconds), "--watch-timeout", "60",
                  "--worker-image", "deltaforge:e2e", "--log-format", "console"],
-                cwd=REPO, env={**os.environ, "KUBECONFIG": self.kubeconfig}, stdin=subprocess.DEVNULL,
+                cwd=REPO, stdin=subprocess.DEVNULL,
+                env={**os.environ, "KUBECONFIG": self.kubeconfig,
+                     "DELTAFORGE_CLEANUP_TIMEOUT": str(CLEANUP_TIMEOUT_SECONDS)},
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -79,15 +83,26 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def memory_mib(self) -> tuple[float, float]:
+        """(resident, peak resident) memory of the operator process in MiB, from /proc."""
+        assert self.popen is not None
+        lines = Path(f"/proc/{self.popen.pid}/status").read_text().splitlines()
+        kib = {name: int(value.split()[0]) for name, value in (line.split(":", 1) for line in lines)
+               if name in ("VmRSS", "VmHWM")}  # fmt: skip
+        return kib["VmRSS"] / 1024, kib["VmHWM"] / 1024
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
 
 @contextmanager
-def running_operator(kubeconfig: str, work_dir: Path) -> Iterator[OperatorProcess]:
+def running_operator(
+    kubeconfig: str, work_dir: Path, *, resync_seconds: float = RESYNC_SECONDS
+) -> Iterator[OperatorProcess]:
     operator = OperatorProcess(
-        kubeconfig=kubeconfig, log_path=work_dir / "operator.log", port=free_ports(1)[0]
-    )
+        kubeconfig=kubeconfig, log_path=work_dir / "operator.log", port=free_ports(1)[0],
+        resync_seconds=resync_seconds,
+    )  # fmt: skip
     operator.start()
     try:
         yield operator

@@ -16,6 +16,7 @@ from deltaforge_operator.render import (
     WorkerSettings,
     child_name,
     config_hash,
+    released,
     render,
     secret_references,
 )
@@ -141,6 +142,17 @@ def test_paused_and_stopped_scale_to_zero_without_changing_the_template(state: s
     assert scaled["spec"]["replicas"] == 0
     assert scaled["spec"]["template"] == running["spec"]["template"]
     assert scaled["metadata"]["annotations"] == {"deltaforge.io/state": state}
+
+
+def test_the_metrics_service_is_headless() -> None:
+    spec = _render(_body())["Service/deltaforge-orders"]["spec"]
+    assert (spec["clusterIP"], spec["ports"][0]["port"]) == ("None", 9000)
+
+
+def test_stopped_releases_every_child_but_the_checkpoint_deployment_last() -> None:
+    kept = {"ConfigMap/orders-checkpoint"}
+    assert {f"{kind}/{name}" for kind, name in released("orders")} == set(_render(_body())) - kept
+    assert released("orders")[-1] == ("Deployment", "deltaforge-orders")
 
 
 def test_rotated_secret_or_restart_changes_the_template() -> None:
