@@ -5,6 +5,7 @@ Run it from the repository root with the project's virtualenv, the local stack u
     python3 -m hack.stack up postgres mariadb kafka
     .venv/bin/python -m bench run pg-kafka
     .venv/bin/python -m bench run mysql-kafka
+    .venv/bin/python -m bench run pg-latency
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import mysql_kafka, pg_kafka, scenario
+from bench import latency, mysql_kafka, pg_kafka, scenario
+from hack.stack.config import Settings
 
 
 def _positive(text: str) -> int:
@@ -114,7 +116,31 @@ def _parser() -> argparse.ArgumentParser:
         summary="MariaDB -> Kafka: the worker against mysql-replication's decode-only ceiling on one change set",
         description=mysql_kafka.__doc__ or "",
     )
+    latency_parser = scenarios.add_parser(
+        "pg-latency",
+        help="PostgreSQL -> Kafka: end-to-end latency of the worker at a steady write rate",
+        description=(latency.__doc__ or "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    latency_parser.add_argument("--rate", type=_positive, default=5000, help="rows per second (default 5000)")
+    latency_parser.add_argument("--seconds", type=float, default=20.0, help="how long to write (default 20)")
+    latency_parser.add_argument(
+        "--tx-rows", type=_positive, default=50, help="rows per transaction (default 50)"
+    )
+    latency_parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for every change (default 300)"
+    )
+    latency_parser.set_defaults(handler=_run_latency)
     return parser
+
+
+def _run_latency(args: argparse.Namespace) -> int:
+    options = latency.LatencyOptions(
+        rate=args.rate, seconds=args.seconds, tx_rows=args.tx_rows, timeout=args.timeout
+    )
+    result = latency.measure(Settings.from_environment(), options)
+    print(latency.report(result, options))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

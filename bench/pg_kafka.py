@@ -1,11 +1,13 @@
-"""Scenario `pg-kafka`: PostgreSQL -> Kafka, the worker against pg_recvlogical on one change set.
+"""Scenario `pg-kafka`: PostgreSQL -> Kafka, the worker against pg_recvlogical and Debezium on one change set.
 
 1. A fresh database with a narrow table, a publication and one slot per contender at one
    position; then `rows` inserts in transactions of `tx_rows`, before any reader starts.
 2. The contenders one after the other, each on its own slot: pg_recvlogical (decode and
-   discard: the ceiling), then the worker (decode, convert, encode, produce to Kafka with zstd, the default).
-3. A table and the ratio worker/pg_recvlogical, printed and written as JSON to bench/results/.
-4. Slots, publication, database and topic are dropped whatever happened.
+   discard: the ceiling), the worker (decode, convert, encode, produce to Kafka with zstd, the
+   default), then Debezium's embedded engine (its PostgreSQL connector, pgoutput, into Kafka).
+3. A table and the ratios worker/pg_recvlogical and worker/Debezium, printed and written as JSON
+   to bench/results/. Targets: 30,000 events/s end to end, and 1.5x Debezium's events/s.
+4. Slots, publication, database and topics are dropped whatever happened.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 
 import psycopg
 
-from bench import recvlogical, report, worker
+from bench import debezium_engine, delivery, recvlogical, report, worker
 from bench.measurement import Measurement
 from bench.scenario import Options, Scenario, Target
 from bench.workload import PgTarget, PgWorkload, drop, prepare, walsender
 from hack.stack.config import HOST, Settings
 
 TARGET_EVENTS_PER_SECOND = 30_000  # the worker's goal, end to end, on this workload
+TARGET_DEBEZIUM_RATIO = 1.5  # and against Debezium: this multiple of its events/s (issue 8)
 
 
 class PgKafka(Scenario[PgWorkload]):
@@ -28,6 +31,7 @@ class PgKafka(Scenario[PgWorkload]):
     reference = recvlogical.NAME
     server_title = "walsender (server-side decoding)"
     service = "postgres"
+    debezium_target = TARGET_DEBEZIUM_RATIO
 
     def unreachable(self, settings: Settings) -> str | None:
         try:
@@ -76,10 +80,32 @@ class PgKafka(Scenario[PgWorkload]):
                     "publication": {"name": workload.publication, "create": False},
                 }
             },
-            rows=workload.rows,
-            server=lambda: walsender(target, slot, interval=1.0),
-            server_name=recvlogical.SERVER_NAME,
+            change_set=_change_set(workload, worker.NAME),
             env={"PG_PASSWORD": target.cdc_password},
+        )
+
+    def debezium_connector(self, settings: Settings, workload: PgWorkload) -> debezium_engine.Connector:
+        """Its own copied slot, so it starts where the others start; no snapshot, only the stream."""
+        target = workload.target
+        return debezium_engine.Connector(
+            properties={
+                **debezium_engine.connection(
+                    "io.debezium.connector.postgresql.PostgresConnector",
+                    target,
+                    topic_prefix=workload.database,
+                ),
+                "database.dbname": workload.database,
+                "table.include.list": workload.table,
+                "plugin.name": "pgoutput",
+                "slot.name": workload.slots[debezium_engine.NAME],
+                "publication.name": workload.publication,
+                "publication.autocreate.mode": "disabled",
+                "snapshot.mode": "no_data",
+                # Logical decoding messages are no table changes; the worker, which runs before,
+                # writes its heartbeats as such in this database (and drops its own).
+                "message.prefix.exclude.list": ".*",
+            },
+            change_set=_change_set(workload, debezium_engine.NAME),
         )
 
     def target(self, measurements: list[Measurement]) -> Target:
@@ -95,3 +121,13 @@ class PgKafka(Scenario[PgWorkload]):
 
 def _target(settings: Settings) -> PgTarget:
     return PgTarget(port=settings.postgres_port)
+
+
+def _change_set(workload: PgWorkload, contender: str) -> delivery.ChangeSet:
+    """The change set as `contender` reads it from its own slot, with the walsender serving it."""
+    target, slot = workload.target, workload.slots[contender]
+    return delivery.ChangeSet(
+        rows=workload.rows,
+        server=lambda: walsender(target, slot, interval=1.0),
+        server_name=recvlogical.SERVER_NAME,
+    )

@@ -41,7 +41,8 @@ def find(measurements: list[Measurement], contender: str) -> Measurement | None:
 
 
 def first_record(measurement: Measurement) -> str:
-    """How the worker's time splits: start-up until its first record in Kafka, then its rate."""
+    """How a Kafka-writing contender's time splits: start-up until its first record in Kafka, then
+    its rate."""
     streaming = measurement.details.get("streamingEventsPerSecond")
     return (
         f"first record in Kafka after {measurement.details.get('firstRecordSeconds')} s, "
@@ -59,6 +60,7 @@ def ratios(measurements: list[Measurement], contender: str, reference: str) -> d
         "time": ours.seconds / theirs.seconds,
         "throughput": ours.events_per_second / theirs.events_per_second,
         "cpuPerEvent": ours.cpu_per_100k / theirs.cpu_per_100k if theirs.cpu_per_100k else float("inf"),
+        "peakRss": ours.peak_rss_mib / theirs.peak_rss_mib if theirs.peak_rss_mib else float("inf"),
     }
 
 
@@ -67,7 +69,7 @@ def ratio_line(name: str, values: dict[str, float] | None) -> str:
         return f"ratio {name}: not measured (a contender was skipped)"
     return (
         f"ratio {name}: time {values['time']:.2f}x, throughput {values['throughput']:.2f}x, "
-        f"CPU per event {values['cpuPerEvent']:.1f}x"
+        f"CPU per event {values['cpuPerEvent']:.1f}x, peak RSS {values['peakRss']:.2f}x"
     )
 
 

@@ -1,10 +1,11 @@
 """What every scenario shares: the options, the order of a run, the printed summary, the JSON.
 
 A run is always the same: check that the servers answer, prepare the change set before any
-reader starts, create the worker's topic, run the contenders one after the other on that change
-set, clean up whatever happened, then print the table and the ratio and write the JSON. A
-scenario module supplies the server-specific parts as a `Scenario`: how to prepare and drop the
-workload, how to run its reference reader, what the worker's manifest source is, and its target.
+reader starts, create a topic for each contender that writes to Kafka (our worker, Debezium),
+run the contenders one after the other on that change set, clean up whatever happened, then
+print the table and the ratios and write the JSON. A scenario module supplies the
+server-specific parts as a `Scenario`: how to prepare and drop the workload, how to run its
+reference reader, what the worker's manifest source and Debezium's connector are, and its targets.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from bench import kafka, report, sampler, worker
+from bench import debezium_engine, delivery, kafka, report, sampler, worker
 from bench.measurement import Measurement
 from bench.workload import new_name
 from hack.stack.config import HOST, Settings
 from hack.stack.kafka import Kafka
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PRODUCERS = (worker.NAME, debezium_engine.NAME)  # the contenders that write to a topic of their own
 PROFILE_SUFFIXES = {"sample": "samples.json", "cprofile": "pstats", "pyinstrument": "pyisession"}
 
 
@@ -72,10 +74,11 @@ class Scenario(ABC, Generic[W]):
     name: str  # as on the command line: pg-kafka
     reference: str  # the contender the worker is compared with: the ceiling
     server_title: str  # what the server CPU line measures
+    debezium_target: float  # the worker's goal against Debezium: this multiple of its events/s
 
     @property
     def contenders(self) -> tuple[str, ...]:
-        return (self.reference, worker.NAME)
+        return (self.reference, worker.NAME, debezium_engine.NAME)
 
     service: str  # the local stack's database server: `python3 -m hack.stack up <service> kafka`
 
@@ -106,13 +109,32 @@ class Scenario(ABC, Generic[W]):
         """What the worker's manifest reads, and how to watch the server side of it."""
 
     @abstractmethod
+    def debezium_connector(self, settings: Settings, workload: W) -> debezium_engine.Connector:
+        """Debezium's connector on the change set, starting where the other contenders start."""
+
+    @abstractmethod
     def target(self, measurements: list[Measurement]) -> Target:
-        """The scenario's target and whether this run met it."""
+        """The scenario's target against its reference and whether this run met it."""
+
+    def target_debezium(self, measurements: list[Measurement]) -> Target | None:
+        """The worker's throughput against Debezium's; None unless both ran."""
+        ours, theirs = report.find(measurements, worker.NAME), report.find(measurements, debezium_engine.NAME)
+        if ours is None or theirs is None:
+            return None
+        throughput = ours.events_per_second / theirs.events_per_second
+        return Target(
+            goal=f"{self.debezium_target:.1f}x Debezium's events/s",
+            met=throughput >= self.debezium_target,
+            measured=f"{throughput:.2f}x: {ours.events_per_second:,.0f}/s against {theirs.events_per_second:,.0f}/s",
+            document={"throughputRatio": self.debezium_target, "measured": throughput},
+        )
 
 
 def run(scenario: Scenario[W], options: Options) -> int:
     settings = Settings.from_environment()
     _check_servers(scenario, settings)
+    if debezium_engine.NAME in options.contenders:  # before the others run, not after
+        debezium_engine.require()
     started_at = datetime.now(UTC)
     this = _Run(
         options=options,
@@ -169,9 +191,8 @@ class _Run:
     started_at: datetime
     host: dict[str, Any]
 
-    @property
-    def topic(self) -> str:
-        return f"{self.name}.events"
+    def topic(self, contender: str) -> str:
+        return f"{self.name}.{contender}"
 
     def profile_path(self, scenario: str) -> Path | None:
         if not self.options.profile:
@@ -189,21 +210,33 @@ def _measure(scenario: Scenario[W], this: _Run, contender: str, workload: W) -> 
                 return scenario.run_reference(
                     this.settings, workload, log_path=directory / "contender.log", timeout=options.timeout
                 )
+            topic = delivery.Topic(
+                bootstrap=this.settings.kafka_bootstrap,
+                name=this.topic(contender),
+                partitions=options.partitions,
+                timeout=options.timeout,
+                broker_pid=_broker_pid(this.settings),
+            )
+            if contender == debezium_engine.NAME:
+                return debezium_engine.run(
+                    scenario.debezium_connector(this.settings, workload),
+                    topic,
+                    batch_events=options.batch_events,
+                    cache_dir=this.settings.cache_dir,
+                    directory=directory,
+                )
             profile_path = this.profile_path(scenario.name)
             if profile_path is not None:
                 profile_path.parent.mkdir(parents=True, exist_ok=True)
             worker_options = worker.WorkerOptions(
-                bootstrap=this.settings.kafka_bootstrap,
-                topic=this.topic,
-                partitions=options.partitions,
+                topic=topic,
                 batch_events=options.batch_events,
-                timeout=options.timeout,
                 profile=options.profile,
                 profile_path=profile_path,
-                broker_pid=_broker_pid(this.settings),
             )
-            source = scenario.worker_source(this.settings, workload)
-            return worker.run(source, worker_options, directory=directory)
+            return worker.run(
+                scenario.worker_source(this.settings, workload), worker_options, directory=directory
+            )
         finally:
             if options.keep_logs:
                 for log in directory.glob("*.log"):
@@ -215,15 +248,17 @@ def _contend(scenario: Scenario[W], this: _Run) -> tuple[W, list[Measurement]]:
     """Prepare the change set, run each contender on it, and clean up whatever happened."""
     options, name, tag = this.options, this.name, f"[{scenario.name}]"
     measurements: list[Measurement] = []
-    topic_created = False
+    topics: list[str] = []
     try:
         print(f"{tag} preparing {options.rows:,} rows in transactions of {options.tx_rows:,} "
               f"(database {name})", flush=True)  # fmt: skip
         workload = scenario.prepare(this.settings, name, options)
         print(f"{tag} {scenario.written(workload)}", flush=True)
-        if worker.NAME in options.contenders:
-            asyncio.run(kafka.create_topic(this.settings.kafka_bootstrap, this.topic, options.partitions))
-            topic_created = True
+        for contender in options.contenders:
+            if contender in PRODUCERS:
+                topic = this.topic(contender)
+                asyncio.run(kafka.create_topic(this.settings.kafka_bootstrap, topic, options.partitions))
+                topics.append(topic)
         for contender in options.contenders:
             print(f"{tag} running {contender} ...", flush=True)
             measurement = _measure(scenario, this, contender, workload)
@@ -234,11 +269,11 @@ def _contend(scenario: Scenario[W], this: _Run) -> tuple[W, list[Measurement]]:
                 flush=True,
             )
     finally:
-        if topic_created:
+        for topic in topics:
             try:
-                asyncio.run(kafka.delete_topic(this.settings.kafka_bootstrap, this.topic))
+                asyncio.run(kafka.delete_topic(this.settings.kafka_bootstrap, topic))
             except Exception as error:
-                print(f"{tag} could not delete topic {this.topic}: {error}", file=sys.stderr)
+                print(f"{tag} could not delete topic {topic}: {error}", file=sys.stderr)
         try:
             scenario.drop(this.settings, name)
         except Exception as error:
@@ -250,8 +285,9 @@ def _summarize(scenario: Scenario[W], this: _Run, measurements: list[Measurement
     print()
     print(report.table(measurements))
     print()
-    ratio_name = f"{worker.NAME}/{scenario.reference}"
-    print(report.ratio_line(ratio_name, report.ratios(measurements, worker.NAME, scenario.reference)))
+    for reference in (scenario.reference, debezium_engine.NAME):
+        ratio_name = f"{worker.NAME}/{reference}"
+        print(report.ratio_line(ratio_name, report.ratios(measurements, worker.NAME, reference)))
     for line in (report.server_line(measurements, scenario.server_title), report.waiting_line(measurements)):
         if line:
             print(line)
@@ -260,6 +296,13 @@ def _summarize(scenario: Scenario[W], this: _Run, measurements: list[Measurement
         print(
             f"target {target.goal}: {'met' if target.met else 'NOT met'} "
             f"({target.measured}; {report.first_record(ours)})"
+        )
+    debezium_target = scenario.target_debezium(measurements)
+    theirs = report.find(measurements, debezium_engine.NAME)
+    if debezium_target is not None and theirs is not None:
+        print(
+            f"target {debezium_target.goal}: {'met' if debezium_target.met else 'NOT met'} "
+            f"({debezium_target.measured}; Debezium's {report.first_record(theirs)})"
         )
     profile_path = this.profile_path(scenario.name)
     if profile_path is not None:
@@ -277,6 +320,9 @@ def _document(
     options = this.options
     ratio = report.ratios(measurements, worker.NAME, scenario.reference)
     target = scenario.target(measurements)
+    debezium_ratio = report.ratios(measurements, worker.NAME, debezium_engine.NAME)
+    debezium_name = f"{worker.NAME}/{debezium_engine.NAME}"
+    debezium_target = scenario.target_debezium(measurements)
     return {
         "scenario": scenario.name,
         "startedAt": this.started_at.isoformat(timespec="seconds"),
@@ -294,4 +340,10 @@ def _document(
         "results": [measurement.as_json() for measurement in measurements],
         "ratio": {"name": f"{worker.NAME}/{scenario.reference}", **ratio} if ratio else None,
         "target": {**target.document, "met": target.met},
+        "debezium": {
+            "ratio": {"name": debezium_name, **debezium_ratio} if debezium_ratio else None,
+            "target": None
+            if debezium_target is None
+            else {**debezium_target.document, "met": debezium_target.met},
+        },
     }
