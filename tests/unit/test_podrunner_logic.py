@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hack.podrunner import probes, spec, status
+from hack.podrunner.processes import mount_script
 
 
 class FakeObjects:
@@ -164,3 +166,16 @@ def test_phase_of_finished_containers_follows_restart_policy() -> None:
     assert status.phase([failed], "Never") == "Failed"
     assert status.phase([failed], "Always") == "Running"
     assert status.phase([], "Always") == "Pending"
+
+
+def test_a_volume_over_the_programs_own_files_is_not_mounted() -> None:
+    launch = spec.Launch(
+        argv=["deltaforge", "run"],
+        env={},
+        working_dir=None,
+        mounts=[spec.Mount("tmp", "/tmp"), spec.Mount("config", "/etc/deltaforge/config", read_only=True)],
+    )
+    script = mount_script(launch, Path("/var/lib/pods/p1/volumes"), protected=("/tmp/clone/.venv",))
+    assert "/var/lib/pods/p1/volumes/config /etc/deltaforge/config" in script
+    assert "volumes/tmp /tmp" not in script
+    assert "export TMPDIR=/var/lib/pods/p1/volumes/tmp" in script
