@@ -94,6 +94,18 @@ async def test_a_transaction_becomes_ordered_events_with_one_position() -> None:
     assert made.position == position
 
 
+async def test_a_rows_record_is_handed_on_in_one_list() -> None:
+    made, _, _ = assembler()
+    calls: list[list[int]] = []
+
+    async def emit(items: list[Item]) -> None:
+        calls.append([item.index for item in items if isinstance(item, ChangeEvent)])
+
+    for record in transaction("0-1-10", 100, inserts(1, 2, 3), inserts(4, 5)):
+        await made.feed(record, emit)
+    assert calls == [[0, 1], [2, 3], [4]], "all but the last of each record; the last at the commit"
+
+
 async def test_the_next_transaction_records_the_gtid_state_before_it() -> None:
     made, _, _ = assembler()
     out = await feed(made, *transaction("0-1-10", 100, inserts(1)), *transaction("0-2-11", 200, inserts(2)))

@@ -79,8 +79,12 @@ class TableShape:
     empty_sets: frozenset[str]  # SET columns, whose None may mean the empty set
 
     def key_of(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The primary key columns of `row`: the default Kafka key."""
         if row is None or not self.key:
             return None
+        if len(self.key) == 1:  # the common case, without a comprehension's frame
+            name = self.key[0]
+            return {name: row.get(name)}
         return {name: row.get(name) for name in self.key}
 
 

@@ -34,7 +34,7 @@ from deltaforge.sources.mysql.translate import EVENT_TYPES, Translator
 
 CR_SERVER_GONE = 2006
 CR_SERVER_LOST = 2013
-QUEUE_CAPACITY: Final = 2048  # records (a rows record holds one binlog rows event, ~8 KiB)
+QUEUE_CAPACITY: Final = 256  # records; a rows record holds one rows event: ~8 KiB of binlog, ~100 KB decoded
 IDLE: Final = object()  # yielded by `records()` when the queue ran empty: the reader is caught up
 
 

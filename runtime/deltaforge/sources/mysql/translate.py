@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pymysqlreplication.event import (
@@ -37,7 +38,8 @@ from deltaforge.events import Op
 from deltaforge.sources.errors import SourceConfigError
 from deltaforge.sources.mysql.catalog import JsonColumns, TableShape, shape_of
 from deltaforge.sources.mysql.config import SYSTEM_SCHEMAS
-from deltaforge.sources.mysql.records import Begin, Commit, Heartbeat, Record, Rows, Truncate
+from deltaforge.sources.mysql.records import Begin, Commit, Heartbeat, Record, Row, Rows, Truncate
+from deltaforge.sources.mysql.rowcodec import TablePlan, compile_plan, event_body
 from deltaforge.sources.mysql.values import convert_row
 
 MARIADB_FL_STANDALONE: Final = 0x01
@@ -58,6 +60,8 @@ EVENT_TYPES: Final = [
     DeleteRowsEvent, RotateEvent, HeartbeatLogEvent, NotImplementedEvent, FormatDescriptionEvent,
     MariadbGtidListEvent, MariadbBinLogCheckPointEvent,
 ]  # fmt: skip
+
+_OPS: Final = {WriteRowsEvent: Op.CREATE, DeleteRowsEvent: Op.DELETE}  # the other rows events update
 
 _COMMENTS = re.compile(r"^(?:\s|/\*.*?\*/|#[^\n]*\n|--[^\n]*\n)*", re.DOTALL)
 _IDENT = r"(?:`((?:[^`]|``)+)`|([A-Za-z0-9_$]+))"
@@ -86,19 +90,52 @@ def is_ddl(query: str) -> bool:
     return _DDL.match(statement_body(query)) is not None
 
 
+def library_rows(event: Any, shape: TableShape) -> list[tuple[Row | None, Row | None]]:
+    """(before, after) of every row of a rows event, decoded by mysql-replication (`event.rows`)
+    and converted by `values.convert_row`: the path for what the fast decoder does not take, and
+    the reference it must equal."""
+    names, converters, sets = shape.names, shape.converters, shape.empty_sets
+    if isinstance(event, WriteRowsEvent):
+        return [
+            (None, convert_row(names, converters, sets, r["values"], r["none_sources"])) for r in event.rows
+        ]
+    if isinstance(event, DeleteRowsEvent):
+        return [
+            (convert_row(names, converters, sets, r["values"], r["none_sources"]), None) for r in event.rows
+        ]
+    return [
+        (
+            convert_row(names, converters, sets, r["before_values"], r["before_none_sources"]),
+            convert_row(names, converters, sets, r["after_values"], r["after_none_sources"]),
+        )
+        for r in event.rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """A captured table as one table map describes it: its shape, and the fast decoder's plan
+    (None: the library decodes its rows)."""
+
+    shape: TableShape
+    plan: TablePlan | None
+
+
 class Translator:
     """Turns the binlog events of one connection into records, in order.
 
     `wanted(schema, table)` selects tables; rows of other tables are never decoded (the library
-    decodes rows lazily), which is most of the cost of reading a busy server's binlog.
+    decodes rows lazily), which is most of the cost of reading a busy server's binlog. Rows of
+    captured tables are decoded by the fast decoder (`rowcodec.py`) where it takes the event, else
+    by the library (`library_rows`).
     """
 
     def __init__(
         self, wanted: Callable[[str, str], bool], json_columns: JsonColumns, *, mariadb: bool, file: str
     ) -> None:
         self._wanted, self._json_columns, self._mariadb = wanted, json_columns, mariadb
-        self._shapes: dict[int, TableShape | None] = {}
-        self._known: dict[tuple[Any, ...], TableShape] = {}
+        self._tables: dict[int, _Table | None] = {}
+        self._known: dict[bytes, _Table] = {}
         self.file, self.offset = file, 4
         self._open = False  # inside a transaction
         self._began = False  # ...opened by BEGIN (or a non-standalone MariaDB GTID): it ends with a commit
@@ -114,7 +151,7 @@ class Translator:
         if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
             return self._rows(event)
         if isinstance(event, TableMapEvent):
-            self._shapes[event.table_id] = self._shape(event)
+            self._tables[event.table_id] = self._table(event)
             return []
         if isinstance(event, XidEvent):
             return self._commit(event, getattr(event, "xid", None))
@@ -175,56 +212,34 @@ class Translator:
             records.extend(self._commit(event, None))
         return records
 
-    def _shape(self, event: Any) -> TableShape | None:
-        """The shape of a TableMapEvent, reused while the table's columns stay the same (every
-        transaction repeats its table maps; building converters each time would be waste)."""
+    def _table(self, event: Any) -> _Table | None:
+        """The shape and plan of a TableMapEvent, reused while the table map stays the same byte
+        for byte (every transaction repeats its table maps; compiling each time would be waste).
+        The bytes hold the table id, names, types, metadata and charsets, all a plan depends on;
+        what they lack (MariaDB's JSON columns) changes only by DDL, which clears the cache."""
         if not self._captured(event.schema, event.table):
             return None
-        signature = (
-            event.table_id,
-            event.schema,
-            event.table,
-            tuple((c.name, c.type) for c in event.columns),
-        )
-        shape = self._known.get(signature)
-        if shape is None:
+        signature = event_body(event)
+        table = self._known.get(signature)
+        if table is None:
             if len(self._known) > 4096:
                 self._known.clear()
-            shape = self._known[signature] = shape_of(event, self._json_columns)
-        return shape
+            shape = shape_of(event, self._json_columns)
+            table = self._known[signature] = _Table(shape, compile_plan(event.columns, shape))
+        return table
 
     def _captured(self, schema: str, table: str) -> bool:
         return schema not in SYSTEM_SCHEMAS and self._wanted(schema, table)
 
     def _rows(self, event: Any) -> list[Record]:
-        shape = self._shapes.get(event.table_id)
-        if shape is None:
+        table = self._tables.get(event.table_id)
+        if table is None:
             return []
         records = self._begin_if_needed(event)
-        decoded = event.rows
-        if not decoded:
-            return records
-        size = max(event.event_size // len(decoded), 1)
-        names, converters, sets = shape.names, shape.converters, shape.empty_sets
-        pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]]
-        if isinstance(event, WriteRowsEvent):
-            op = Op.CREATE
-            pairs = [
-                (None, convert_row(names, converters, sets, r["values"], r["none_sources"])) for r in decoded
-            ]
-        elif isinstance(event, DeleteRowsEvent):
-            op = Op.DELETE
-            pairs = [
-                (convert_row(names, converters, sets, r["values"], r["none_sources"]), None) for r in decoded
-            ]
-        else:
-            op = Op.UPDATE
-            pairs = [
-                (
-                    convert_row(names, converters, sets, r["before_values"], r["before_none_sources"]),
-                    convert_row(names, converters, sets, r["after_values"], r["after_none_sources"]),
-                )
-                for r in decoded
-            ]
-        records.append(Rows(shape, op, pairs, size))
+        pairs = table.plan.rows(event) if table.plan is not None else None
+        if pairs is None:
+            pairs = library_rows(event, table.shape)
+        if pairs:
+            size = max(event.event_size // len(pairs), 1)
+            records.append(Rows(table.shape, _OPS.get(type(event), Op.UPDATE), pairs, size))
         return records
