@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -75,21 +75,22 @@ def _per_source(render: Callable[[SourceInfo, V], T]) -> Callable[[SourceInfo, V
     return cached
 
 
+def native_source(source: SourceInfo) -> dict[str, Any]:
+    """The `source` block of the native envelope (dead letters carry the same one)."""
+    return {
+        "connector": source.connector,
+        "name": source.name,
+        "db": source.db,
+        "schema": source.schema,
+        "table": source.table,
+        "position": source.position,
+        "commitTime": iso_utc(source.commit_ts_us),
+        "txId": source.txid,
+    }
+
+
 def _native_source(source: SourceInfo, _: None) -> orjson.Fragment:
-    return orjson.Fragment(
-        orjson.dumps(
-            {
-                "connector": source.connector,
-                "name": source.name,
-                "db": source.db,
-                "schema": source.schema,
-                "table": source.table,
-                "position": source.position,
-                "commitTime": iso_utc(source.commit_ts_us),
-                "txId": source.txid,
-            }
-        )
-    )
+    return orjson.Fragment(orjson.dumps(native_source(source)))
 
 
 def native_encoder() -> Encoder:

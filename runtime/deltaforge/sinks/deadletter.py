@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from deltaforge.envelopes import iso_utc
+from deltaforge.envelopes import native_source
 from deltaforge.events import ChangeEvent
 from deltaforge.sinks.base import FailureKind
 
@@ -38,7 +38,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def dead_letter_document(letter: DeadLetter, sink: str) -> bytes:
-    event, source = letter.event, letter.event.source
+    event = letter.event
     return orjson.dumps(
         {
             "id": event.event_id,
@@ -46,16 +46,7 @@ def dead_letter_document(letter: DeadLetter, sink: str) -> bytes:
             "failure": letter.kind.value,
             "reason": letter.reason,
             "op": event.op,
-            "source": {
-                "connector": source.connector,
-                "name": source.name,
-                "db": source.db,
-                "schema": source.schema,
-                "table": source.table,
-                "position": source.position,
-                "commitTime": iso_utc(source.commit_ts_us),
-                "txId": source.txid,
-            },
+            "source": native_source(event.source),
             "key": _json_safe(event.key),
             "tx": {"index": event.index, "last": event.last_in_tx},
         }
