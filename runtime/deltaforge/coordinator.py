@@ -159,12 +159,14 @@ class Coordinator:
         self._stopping.set()
 
     async def run(self) -> None:
-        for sink in self.sinks:
-            await sink.start()
-        background = [NonRequiredDelivery(sink, self.metrics) for sink in self._background_sinks]
+        # The source connects and reads ahead (into the bounded channel) while the sinks connect:
+        # start-up takes the longer of the two, not their sum.
         source_task = asyncio.create_task(self._read_source(), name="source")
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-signal")
+        background: list[NonRequiredDelivery] = []
         try:
+            await self._start_sinks(source_task)
+            background = [NonRequiredDelivery(sink, self.metrics) for sink in self._background_sinks]
             while True:
                 batch = await self._next_batch(stop_task)
                 if batch is None:
@@ -181,6 +183,25 @@ class Coordinator:
                 await delivery.close(grace=5)
             for sink in self.sinks:
                 await sink.close()
+
+    async def _start_sinks(self, source_task: asyncio.Task[None]) -> None:
+        """Start the sinks one by one; a source that fails meanwhile (bad settings, say) ends the
+        wait instead of hiding behind a sink that retries its connection."""
+        starting = asyncio.create_task(self._start_each_sink(), name="sinks-starting")
+        try:
+            await asyncio.wait((starting, source_task), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done() and not source_task.cancelled() and source_task.exception():
+                raise source_task.exception()  # type: ignore[misc]
+            await starting
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+
+    async def _start_each_sink(self) -> None:
+        for sink in self.sinks:
+            await sink.start()
 
     async def _read_source(self) -> None:
         try:

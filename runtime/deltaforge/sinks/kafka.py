@@ -325,8 +325,10 @@ class KafkaSink:
         costs a future and a metadata object per event, the largest share of a worker's CPU."""
         builders: dict[tuple[str, int], Any] = {}
         pending: list[asyncio.Future[Any]] = []
+        last_topic, partitions = None, []
         for topic, key, value, event_id, position in records:
-            partitions = await self._partitions_of(producer, topic)
+            if topic != last_topic:  # records come in runs of one topic
+                last_topic, partitions = topic, await self._partitions_of(producer, topic)
             partition = kafka_partition(key, partitions)
             slot = (topic, partition)
             builder = builders.get(slot)
