@@ -126,6 +126,8 @@ class PostgresSource:
             except (SourceUnavailable, psycopg.Error, OSError) as error:
                 if self._stopping.is_set():
                     return
+                if self._health[0]:  # it had been streaming: a fresh outage starts a fresh backoff
+                    attempt = 0
                 self._health = (False, f"reconnecting: {error}")
                 self._metrics.source_reconnect()
                 delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
