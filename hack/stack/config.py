@@ -51,6 +51,8 @@ class Settings:
     redis_port: int
     kafka_port: int
     kafka_controller_port: int
+    kafka_proxied_port: int  # a second client listener, advertised at `kafka_proxy_port`
+    kafka_proxy_port: int  # where a test's TCP proxy listens, forwarding to `kafka_proxied_port`
     etcd_port: int
     etcd_peer_port: int
     apiserver_port: int
@@ -69,6 +71,8 @@ class Settings:
             redis_port=_port("DELTAFORGE_REDIS_PORT", 26379),
             kafka_port=_port("DELTAFORGE_KAFKA_PORT", 29092),
             kafka_controller_port=_port("DELTAFORGE_KAFKA_CONTROLLER_PORT", 29093),
+            kafka_proxied_port=_port("DELTAFORGE_KAFKA_PROXIED_PORT", 29094),
+            kafka_proxy_port=_port("DELTAFORGE_KAFKA_PROXY_PORT", 29095),
             etcd_port=_port("DELTAFORGE_ETCD_PORT", 22379),
             etcd_peer_port=_port("DELTAFORGE_ETCD_PEER_PORT", 22380),
             apiserver_port=_port("DELTAFORGE_APISERVER_PORT", 26443),

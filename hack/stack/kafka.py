@@ -22,15 +22,18 @@ LOG4J_VERSION = "2.24.3"  # the Log4j 2 line this Kafka release is built against
 POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 
 # Rewritten at every start. Internal topics get one replica and few partitions: one broker,
-# and a quick first consumer group or transaction.
+# and a quick first consumer group or transaction. PROXIED is a second client listener that
+# advertises another port: clients connect to the advertised address from the metadata, not to
+# the bootstrap one, so a fault test's TCP proxy can sit between a client and the broker only if
+# the broker names the proxy's port (tests/support/tcp_proxy.py).
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=PLAINTEXT://{host}:{port},PROXIED://{host}:{proxied_port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port},PROXIED://{host}:{proxy_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dirs}
 num.partitions=1
@@ -145,6 +148,8 @@ class Kafka(Service):
                 host=HOST,
                 port=self.port,
                 controller_port=self.settings.kafka_controller_port,
+                proxied_port=self.settings.kafka_proxied_port,
+                proxy_port=self.settings.kafka_proxy_port,
                 log_dirs=self.data_dir,
             )
         )
@@ -182,6 +187,8 @@ class Kafka(Service):
         return {
             "DELTAFORGE_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "DELTAFORGE_KAFKA_PORT": str(self.port),
+            "DELTAFORGE_KAFKA_PROXIED_PORT": str(self.settings.kafka_proxied_port),
+            "DELTAFORGE_KAFKA_PROXY_PORT": str(self.settings.kafka_proxy_port),
         }
 
     def stop(self) -> bool:

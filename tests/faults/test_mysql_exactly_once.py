@@ -12,6 +12,7 @@ The kill schedule is random; its seed is printed, and DELTAFORGE_FAULT_SEED repl
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from hack.stack.config import MYSQL_CDC_PASSWORD, Settings
@@ -25,28 +26,30 @@ from tests.support.faults import (
     fault_topics,
 )
 from tests.support.load import LoadWriter
-from tests.support.mysql_load import MARIADB_POSITIONS, create_load_tables, mariadb_target, mysql_manifest
+from tests.support.mysql_load import (
+    MARIADB_POSITIONS,
+    create_load_tables,
+    mariadb_target,
+    mysql_manifest,
+    pin_start_position,
+)
 from tests.support.verify import read_topics
-from tests.support.worker import start_worker, write_manifest
+from tests.support.worker import Worker, write_manifest
 
 KILLS = 20
 TABLES = ("load_a", "load_b")
 ENV = {"MYSQL_PASSWORD": MYSQL_CDC_PASSWORD}
 
 
-def _pin_start_position(manifest: Path, bootstrap: str, checkpoint_topic: str) -> None:
-    """Run a worker until its first checkpoint is committed in Kafka, then stop it (exit 0)."""
-    worker = start_worker(manifest, env=ENV, log_name="worker-pin.log")
-    try:
-        worker.wait_ready(timeout=60)
+def _checkpoint_committed(bootstrap: str, checkpoint_topic: str) -> Callable[[Worker], None]:
+    """Waits for a worker's first checkpoint: an exactly-once pipeline commits it to Kafka."""
+
+    def wait(worker: Worker) -> None:
         _, pinned = read_topics(bootstrap, [checkpoint_topic], until=bool, within=30, read_committed=True)
         if not pinned:
             fail(f"no checkpoint was committed to {checkpoint_topic} within 30 s", worker)
-    except BaseException:
-        worker.kill()
-        raise
-    if (code := worker.stop(timeout=30)) != 0:
-        fail(f"the worker that pinned the start position exited with {code} on SIGTERM", worker)
+
+    return wait
 
 
 def test_sigkill_storm_leaves_read_committed_consumers_exactly_once(
@@ -62,7 +65,7 @@ def test_sigkill_storm_leaves_read_committed_consumers_exactly_once(
         # Batches wait up to 200 ms: most kills then find read, uncommitted transactions.
         spec["spec"]["batch"]["maxDelay"] = "200ms"
         manifest = write_manifest(tmp_path, exactly_once(spec, checkpoint_topic))
-        _pin_start_position(manifest, bootstrap, checkpoint_topic)
+        pin_start_position(manifest, ENV, _checkpoint_committed(bootstrap, checkpoint_topic))
         writer = LoadWriter(
             mariadb_target(mariadb_database), TABLES, seed=seed, rows_per_second=300, large_every=2.0
         )

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ from tests.support.faults import (
     assert_at_least_once,
     cleanup,
     fail,
+    kafka_reader,
     kafka_sink,
-    sigkill_storm,
+    storm_and_drain,
     watch_outage,
 )
 from tests.support.isolated_stack import IsolatedStack, isolated_stack
@@ -84,29 +86,20 @@ def test_sigkill_storm_loses_nothing_and_replays_exactly(
     writer = LoadWriter(
         postgres_target(pg_database.admin_dsn), TABLES, seed=seed, rows_per_second=300, large_every=2.0
     )
-    writer.start()
-    worker: Worker | None = None
-    try:
-        peak = sigkill_storm(manifest, writer, rng, KILLS, env=WORKER_ENV)
-        # A rolling restart under load: SIGTERM delivers the complete transactions read so far
-        # and confirms them, so the next worker replays none of them.
-        worker = start_worker(manifest, env=WORKER_ENV)
-        worker.wait_ready(timeout=30)
-        time.sleep(rng.uniform(0.5, 2.0))
-        if (code := worker.stop(timeout=30)) != 0:
-            fail(f"the worker exited with {code} on SIGTERM under load, not 0", worker)
-        assert_acknowledged_on_stop(pg_database, worker)
-        peak = max(peak, worker.peak_rss_mib)
-        worker = start_worker(manifest, env=WORKER_ENV)
-        worker.wait_ready(timeout=30)
-        time.sleep(1.0)  # the survivor also streams live rows, not only the backlog
-        report, _ = drain_to_kafka(pg_database, kafka_server.kafka_bootstrap, topics, worker, writer)
-    finally:
-        cleanup(writer, worker)
+    # The rolling restart under load: SIGTERM delivers the complete transactions read so far and
+    # confirms them, so the next worker replays none of them.
+    report, peak = storm_and_drain(
+        manifest,
+        writer,
+        rng,
+        KILLS,
+        env=WORKER_ENV,
+        read=kafka_reader(kafka_server.kafka_bootstrap, topics),
+        rolling_restart=True,
+        on_stopped=partial(assert_acknowledged_on_stop, pg_database),
+    )
     fault_report(
-        report,
-        peak_rss_mib=max(peak, worker.peak_rss_mib),
-        notes=[f"{KILLS} SIGKILLs, a SIGTERM under load; writer {writer.stats}"],
+        report, peak_rss_mib=peak, notes=[f"{KILLS} SIGKILLs, a SIGTERM under load; writer {writer.stats}"]
     )
     assert_at_least_once(report, seed)
 

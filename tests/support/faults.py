@@ -197,6 +197,44 @@ def sigkill_storm(
     return peak
 
 
+def storm_and_drain(
+    manifest: Path,
+    writer: LoadWriter,
+    rng: random.Random,
+    kills: int,
+    *,
+    env: Mapping[str, str],
+    read: Reader,
+    positions: Positions = POSTGRES_POSITIONS,
+    rolling_restart: bool = False,
+    on_stopped: Callable[[Worker], None] | None = None,
+) -> tuple[DeliveryReport, float]:
+    """Start the writer, SIGKILL `kills` workers at random moments, let a last one drain, and
+    verify what `read` reads. `rolling_restart`: before the last worker, one more is stopped with
+    SIGTERM under load; it must exit 0, and `on_stopped` checks what a graceful stop promises
+    (also after the drain). Returns the report and the highest peak RSS of the workers, in MiB."""
+    writer.start()
+    worker: Worker | None = None
+    try:
+        peak = sigkill_storm(manifest, writer, rng, kills, env=env)
+        if rolling_restart:
+            worker = start_worker(manifest, env=dict(env), log_name="worker-sigterm.log")
+            worker.wait_ready(timeout=30)
+            time.sleep(rng.uniform(0.5, 2.0))
+            if (code := worker.stop(timeout=30)) != 0:
+                fail(f"the worker exited with {code} on SIGTERM under load, not 0", worker)
+            if on_stopped is not None:
+                on_stopped(worker)
+            peak = max(peak, worker.peak_rss_mib)
+        worker = start_worker(manifest, env=dict(env))
+        worker.wait_ready(timeout=60)
+        time.sleep(1.0)  # the survivor also streams live rows, not only the backlog
+        report, _ = drain_and_verify(writer, read, worker, positions=positions, on_stopped=on_stopped)
+    finally:
+        cleanup(writer, worker)
+    return report, max(peak, worker.peak_rss_mib)
+
+
 def exactly_once_storm(
     manifest: Path,
     writer: LoadWriter,
@@ -208,25 +246,22 @@ def exactly_once_storm(
     topics: Sequence[str],
     positions: Positions = POSTGRES_POSITIONS,
 ) -> tuple[DeliveryReport, float, list[str]]:
-    """Start the writer, SIGKILL `kills` workers of an exactly-once pipeline, let a last one
-    drain, and verify as a read_committed consumer reads. Returns the report, the highest peak
-    RSS of the workers, and lines for the fault report."""
-    writer.start()
-    worker: Worker | None = None
-    try:
-        peak = sigkill_storm(manifest, writer, rng, kills, env=env)
-        worker = start_worker(manifest, env=dict(env))
-        worker.wait_ready(timeout=60)
-        time.sleep(1.0)  # the survivor also streams live rows, not only the backlog
-        report, _ = drain_and_verify(
-            writer, kafka_reader(bootstrap, topics, read_committed=True), worker, positions=positions
-        )
-        everything, _ = read_topics(bootstrap, topics, within=60)
-    finally:
-        cleanup(writer, worker)
+    """`storm_and_drain` for an exactly-once pipeline, verified as a read_committed consumer
+    reads. Returns the report, the highest peak RSS of the workers, and lines for the fault
+    report."""
+    report, peak = storm_and_drain(
+        manifest,
+        writer,
+        rng,
+        kills,
+        env=env,
+        read=kafka_reader(bootstrap, topics, read_committed=True),
+        positions=positions,
+    )
+    everything, _ = read_topics(bootstrap, topics, within=60)
     return (
         report,
-        max(peak, worker.peak_rss_mib),
+        peak,
         [
             f"{kills} SIGKILLs, read_committed; writer {writer.stats}",
             f"records of aborted transactions (seen only by read_uncommitted): {len(everything) - report.records}",

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ from aiokafka import ConsumerRecord
 
 from deltaforge.sources.mysql.position import BinlogPosition
 from tests.fixtures.data_stack import MysqlDatabase
-from tests.support.faults import BATCH_EVENTS, kafka_sink
+from tests.support.faults import BATCH_EVENTS, fail, kafka_sink
 from tests.support.load import LoadTarget
 from tests.support.verify import Positions
-from tests.support.worker import Worker
+from tests.support.worker import Worker, start_worker
 
 
 def mysql_manifest(
@@ -109,6 +109,23 @@ def wait_for_checkpoint(worker: Worker, path: Path, timeout: float = 30) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"no checkpoint within {timeout} s:\n{worker.log()[-3000:]}", pytrace=False)
         time.sleep(0.05)
+
+
+def pin_start_position(
+    manifest: Path, env: dict[str, str], stored: Callable[[Worker], None], log_name: str = "worker-pin.log"
+) -> None:
+    """Run a worker until `stored` says its first checkpoint is stored, then stop it (it must exit
+    0): the writes of a test then begin after a stored position, so every one is captured even if
+    the next worker is killed before it stores one of its own (see `wait_for_checkpoint`)."""
+    worker = start_worker(manifest, env=env, log_name=log_name)
+    try:
+        worker.wait_ready(timeout=60)
+        stored(worker)
+    except BaseException:
+        worker.kill()
+        raise
+    if (code := worker.stop(timeout=30)) != 0:
+        fail(f"the worker that pinned the start position exited with {code} on SIGTERM", worker)
 
 
 def create_load_tables(database: MysqlDatabase, tables: Sequence[str]) -> None:

@@ -1,9 +1,12 @@
 """A TCP proxy for fault tests: forwards to one server and, on request, breaks the connections.
 
 `reset()` closes every open connection with a TCP reset (what a crashed middlebox or a killed
-server looks like); `blackhole()` keeps connections open but forwards nothing either way, and new
-connections are accepted and then ignored (a network that drops packets); `restore()` forwards
-again. It runs its own event loop in a daemon thread, so blocking test code can drive it.
+server looks like); `refuse()` does too, and resets every new connection until `restore()` (a
+server that keeps crashing); `blackhole()` keeps connections open but forwards nothing either
+way, and new connections are accepted and then ignored (a network that drops packets);
+`restore()` forwards again. It runs its own event loop in a daemon thread, so blocking test code
+can drive it. It listens on a free port, or on a given one: a Kafka client must reach the proxy
+at the port the broker advertises (hack/stack/kafka.py).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ _CHUNK = 64 * 1024
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
-        self.port = free_ports(1)[0]
+        self.port = port or free_ports(1)[0]
         self.connections = 0  # accepted so far
         self._forwarding = True
+        self._refusing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -44,14 +48,20 @@ class TcpProxy:
         """Every open connection ends with a TCP reset."""
         self._call(self._reset_all)
 
+    def refuse(self) -> None:
+        """Reset every open connection, and every new one until `restore()`."""
+        self._call(lambda: self._set(refusing=True))
+
     def blackhole(self) -> None:
-        self._call(lambda: self._forward(False))
+        self._call(lambda: self._set(forwarding=False))
 
     def restore(self) -> None:
-        self._call(lambda: self._forward(True))
+        self._call(self._set)
 
-    def _forward(self, forwarding: bool) -> None:
-        self._forwarding = forwarding
+    def _set(self, *, forwarding: bool = True, refusing: bool = False) -> None:
+        self._forwarding, self._refusing = forwarding, refusing
+        if refusing:
+            self._reset_all()
 
     def _call(self, action: Callable[[], None]) -> None:
         done = threading.Event()
@@ -74,18 +84,23 @@ class TcpProxy:
         finally:
             server.close()
             self._reset_all()
+            # Let the connections' tasks end here, not be reported as destroyed while pending.
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
 
     def _reset_all(self) -> None:
         for writer in list(self._writers):
-            transport_socket = writer.get_extra_info("socket")
-            if transport_socket is not None:
-                # Linger 0: close() sends RST instead of FIN.
-                transport_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            _reset(writer)
         self._writers.clear()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self._refusing:
+            _reset(client_writer)
+            return
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -107,9 +122,17 @@ class TcpProxy:
                 await writer.drain()
 
 
+def _reset(writer: asyncio.StreamWriter) -> None:
+    transport_socket = writer.get_extra_info("socket")
+    if transport_socket is not None:
+        # Linger 0: close() sends RST instead of FIN.
+        transport_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 @contextmanager
-def tcp_proxy(target_host: str, target_port: int) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(target_host, target_port)
+def tcp_proxy(target_host: str, target_port: int, port: int | None = None) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(target_host, target_port, port)
     proxy.start()
     try:
         yield proxy
