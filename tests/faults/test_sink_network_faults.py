@@ -173,3 +173,5 @@ def test_sink_connection_resets_and_blackhole_lose_nothing(
         ],
     )
     assert_at_least_once(report, seed)
+    # Two outages, each longer than the Redis socket timeout and the Kafka acknowledgement limit.
+    assert failures >= 2, f"deltaforge_sink_failures_total counted {failures} failures for two outages"

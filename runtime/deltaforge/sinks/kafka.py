@@ -346,7 +346,11 @@ class KafkaSink:
         return pending
 
     def _overdue(self) -> None:
-        """Unhealthy until the write completes (recover) or fails (a SinkError reason replaces this)."""
+        """Unhealthy until the write completes (recover) or fails (a SinkError reason replaces this).
+
+        Counted as a timeout too: an outage shorter than the producer's request timeout raises
+        nothing, and deltaforge_sink_failures_total would otherwise never show it."""
+        self._failures.sink_failure(self.name, FailureKind.TIMEOUT)
         self._health.fail(
             f"{FailureKind.TIMEOUT.value}: no acknowledgement from Kafka at {','.join(self._bootstrap)} "
             f"for {self._stall_after:g} s, still retrying"
