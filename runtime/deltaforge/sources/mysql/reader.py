@@ -110,7 +110,8 @@ class BinlogReader:
                 if self._queue.empty():
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                        async with asyncio.timeout(1.0):  # no task per wait, unlike wait_for
+                            await self._wake.wait()
                 self._waiting = False
                 continue
             yield record
@@ -147,6 +148,10 @@ class BinlogReader:
             except queue.Full:
                 continue
             if self._waiting and self._loop is not None and self._wake is not None:
+                # One wake per wait: with small transactions the loop drains faster than this
+                # thread reads, and a wake per record (a write to the loop's self-pipe and a GIL
+                # hand-off each) took more CPU than decoding.
+                self._waiting = False
                 with contextlib.suppress(RuntimeError):  # the loop is closing
                     self._loop.call_soon_threadsafe(self._wake.set)
             return True
