@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import os
 import random
 import threading
 import time
@@ -44,12 +43,6 @@ Key = tuple[str, str]  # namespace, name
 T = TypeVar("T")
 log = logging.getLogger("deltaforge.operator")
 UNPROCESSABLE = 422
-CLEANUP_TIMEOUT_ENV = "DELTAFORGE_CLEANUP_TIMEOUT"
-
-
-def _cleanup_timeout() -> float:
-    """$DELTAFORGE_CLEANUP_TIMEOUT (seconds), else cleanup.DEFAULT_TIMEOUT_SECONDS."""
-    return float(os.environ.get(CLEANUP_TIMEOUT_ENV) or cleanup.DEFAULT_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +55,7 @@ class ReconcilerSettings:
     max_retries: int = 8
     max_backoff_seconds: float = 60.0
     # How long deleting a Pipeline may take to drop its slot before the operator gives up on it.
-    cleanup_timeout_seconds: float = field(default_factory=_cleanup_timeout)
+    cleanup_timeout_seconds: float = cleanup.DEFAULT_TIMEOUT_SECONDS
 
 
 def _now() -> datetime:

@@ -66,6 +66,11 @@ class WorkerSettings:
 
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
+    # Where the worker serves /metrics, /readyz and /healthz. 0.0.0.0 also answers on the pod's
+    # loopback, which `kubectl port-forward` connects to; "$(POD_IP)" (Kubernetes expands it from
+    # the POD_IP variable every worker gets) is for pods that share one host network, as under the
+    # local pod runner, where a second worker could not bind 0.0.0.0 on the same port.
+    http_host: str = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -297,8 +302,8 @@ def _deployment(
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["deltaforge"],
-        # The pod IP, not 0.0.0.0: the same address then works where pods share a host network.
-        "args": ["run", f"{CONFIG_DIR}/{CONFIG_KEY}", "--http-host=$(POD_IP)", f"--http-port={METRICS_PORT}"],
+        "args": ["run", f"{CONFIG_DIR}/{CONFIG_KEY}", f"--http-host={settings.http_host}",
+                 f"--http-port={METRICS_PORT}"],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"},

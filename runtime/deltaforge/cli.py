@@ -12,8 +12,12 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from deltaforge import __version__
+
+if TYPE_CHECKING:
+    from deltaforge_operator.process import OperatorOptions
 
 
 def _print_version(_args: argparse.Namespace) -> int:
@@ -65,11 +69,34 @@ def _run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _operator(args: argparse.Namespace) -> int:
-    from deltaforge.observability.logging import configure_logging
-    from deltaforge_operator.process import OperatorOptions, run_operator
+def operator_options(args: argparse.Namespace) -> OperatorOptions:
+    """The operator's settings from its parsed command line (flags already fell back to $VARIABLES)."""
+    from deltaforge_operator.cleanup import DEFAULT_TIMEOUT_SECONDS
+    from deltaforge_operator.process import OperatorOptions
     from deltaforge_operator.reconciler import ReconcilerSettings
     from deltaforge_operator.render import DEFAULT_IMAGE, WorkerSettings
+
+    return OperatorOptions(
+        reconciler=ReconcilerSettings(
+            worker=WorkerSettings(
+                image=args.worker_image or DEFAULT_IMAGE,
+                image_pull_policy=args.worker_image_pull_policy,
+                http_host=args.worker_http_host,
+            ),
+            namespaces=tuple(args.namespace or ()),
+            resync_seconds=args.resync_interval,
+            cleanup_timeout_seconds=args.cleanup_timeout or DEFAULT_TIMEOUT_SECONDS,
+        ),
+        http_host=args.http_host,
+        http_port=args.http_port,
+        watch_timeout=args.watch_timeout,
+        stale_after=args.liveness_stale_after,
+    )
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from deltaforge.observability.logging import configure_logging
+    from deltaforge_operator.process import run_operator
 
     try:
         # kopf logs every watch event and handler run at info; its warnings are what matters.
@@ -79,25 +106,23 @@ def _operator(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"deltaforge: {error}", file=sys.stderr)
         return 2
-    namespaces = tuple(args.namespace or ())
-    options = OperatorOptions(
-        reconciler=ReconcilerSettings(
-            worker=WorkerSettings(
-                image=args.worker_image or DEFAULT_IMAGE, image_pull_policy=args.worker_image_pull_policy
-            ),
-            namespaces=namespaces,
-            resync_seconds=args.resync_interval,
-        ),
-        http_host=args.http_host,
-        http_port=args.http_port,
-        watch_timeout=args.watch_timeout,
-        stale_after=args.liveness_stale_after,
-    )
     try:
-        asyncio.run(run_operator(options))
+        asyncio.run(run_operator(operator_options(args)))
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds. argparse also applies this to a default taken from the
+    environment, so a bad $VARIABLE is refused with a usage error, not a traceback."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _add_operator_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +165,18 @@ def _add_operator_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     operator.add_argument(
         "--worker-image-pull-policy", choices=("IfNotPresent", "Always", "Never"), default="IfNotPresent",
         help="imagePullPolicy of the worker pods (default IfNotPresent)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--worker-http-host", default=os.environ.get("DELTAFORGE_WORKER_HTTP_HOST") or "0.0.0.0",
+        metavar="HOST",
+        help="address the workers serve /metrics, /readyz and /healthz on; $(POD_IP) where pods share "
+        "a host network (default $DELTAFORGE_WORKER_HTTP_HOST or 0.0.0.0)",
+    )  # fmt: skip
+    operator.add_argument(
+        "--cleanup-timeout", type=_seconds, default=os.environ.get("DELTAFORGE_CLEANUP_TIMEOUT"),
+        metavar="SECONDS",
+        help="how long deleting a Pipeline may take to drop its slot before the operator gives up "
+        "(default $DELTAFORGE_CLEANUP_TIMEOUT or 300)",
     )  # fmt: skip
     operator.add_argument(
         "--log",

@@ -98,6 +98,7 @@ def test_default_render(control_plane: ControlPlane) -> None:
     assert container["args"][:2] == ["operator", "--all-namespaces"]
     # One image for both, by default the operator's own default: the chart's appVersion is the package's.
     assert f"--worker-image={DEFAULT_IMAGE}" in container["args"]
+    assert {"--worker-http-host=0.0.0.0", "--cleanup-timeout=300"} <= set(container["args"])
     assert container["image"] == DEFAULT_IMAGE
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
@@ -168,6 +169,7 @@ def test_watched_namespaces_and_optional_objects(control_plane: ControlPlane) ->
         ("operator.logFormat=xml", "at '/operator/logFormat'"),
         ("watchNamespaces={Shop_1}", "at '/watchNamespaces/0'"),
         ("operator.resyncInterval=0", "at '/operator/resyncInterval'"),
+        ("operator.cleanupTimeout=0", "at '/operator/cleanupTimeout'"),
         ("imag.tag=1.0", "additional properties 'imag' not allowed"),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("metrics.podMonitor.interval=often", "at '/metrics/podMonitor/interval'"),

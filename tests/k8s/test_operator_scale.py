@@ -13,12 +13,11 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from hack.operator_process import OperatorProcess, paused_pipeline, running_operator
 from tests.fixtures.control_plane import ControlPlane, wait_for
-from tests.support.operator import OperatorProcess, running_operator
 
 COUNT = int(os.environ.get("DELTAFORGE_SCALE_PIPELINES", "200"))
 PIPELINES = "pipelines.deltaforge.io"
@@ -32,22 +31,6 @@ def operator(
     directory = tmp_path_factory.mktemp("operator-scale")
     with running_operator(control_plane.kubeconfig, directory, resync_seconds=60) as process:
         yield process
-
-
-def _pipeline(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "deltaforge.io/v1alpha1",
-        "kind": "Pipeline",
-        "metadata": {"name": name},
-        "spec": {
-            "state": "paused",
-            "source": {"postgres": {
-                "host": "pg.example", "database": "shop", "tables": ["public.orders"], "user": "cdc",
-                "password": {"secretKeyRef": {"name": "pg-cdc", "key": "password"}},
-            }},
-            "sinks": [{"name": "events", "kafka": {"bootstrapServers": "kafka:9092", "topic": f"{name}.orders"}}],
-        },
-    }  # fmt: skip
 
 
 def _reconciled(control_plane: ControlPlane, namespace: str) -> int:
@@ -67,7 +50,7 @@ def _reconciled(control_plane: ControlPlane, namespace: str) -> int:
 def test_many_pipelines_applied_at_once_are_all_reconciled(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    items = [_pipeline(f"p-{number:04d}") for number in range(COUNT)]
+    items = [paused_pipeline(f"p-{number:04d}") for number in range(COUNT)]
     document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     started = time.monotonic()
     control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=document)

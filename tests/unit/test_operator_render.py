@@ -127,6 +127,24 @@ def test_deployment_runs_the_worker_safely_with_its_secrets_mounted() -> None:
     assert mounts["/etc/deltaforge/secrets/deltaforge-orders-credentials"]
 
 
+@pytest.mark.parametrize(
+    ("settings", "bound"),
+    [
+        # The default: also the pod's loopback, where `kubectl port-forward` connects.
+        (WorkerSettings(image="img:1"), "--http-host=0.0.0.0"),
+        # The local pod runner's: Kubernetes expands $(POD_IP) from the variable every worker gets.
+        (WorkerSettings(image="img:1", http_host="$(POD_IP)"), "--http-host=$(POD_IP)"),
+    ],
+)
+def test_worker_binds_the_configured_http_host(settings: WorkerSettings, bound: str) -> None:
+    [container] = _render(_body(), settings=settings)["Deployment/deltaforge-orders"]["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert [arg for arg in container["args"] if arg.startswith("--http-")] == [bound, "--http-port=9000"]
+    assert container["env"] == [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9000, "protocol": "TCP"}]
+
+
 def test_role_allows_only_the_checkpoint_and_the_own_status() -> None:
     rules = _render(_body())["Role/deltaforge-orders"]["rules"]
     assert [(rule["resources"], rule["resourceNames"], rule["verbs"]) for rule in rules] == [
