@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STACK := $(PYTHON) -m hack.stack
 PYTEST_ARGS ?=
 # `make bench` runs each scenario in turn, each with BENCH_ARGS (e.g. BENCH_SCENARIOS=pg-kafka).
-BENCH_SCENARIOS ?= pg-kafka mysql-kafka
+BENCH_SCENARIOS ?= pg-kafka mysql-kafka pg-redis pg-latency mysql-latency operator-scale
 BENCH_ARGS ?=
 
 .PHONY: help bootstrap venv lint typecheck test unit crds demo demo-down bench stack-up stack-down stack-status stack-env stack-clean clean
@@ -61,7 +61,7 @@ demo-down: venv ## remove what `make demo` set up (Pipelines, release, pod runne
 	@$(BIN)/python -m hack.demo down
 
 bench: bootstrap ## the benchmarks (BENCH_SCENARIOS): the worker versus pg_recvlogical / mysql-replication and Debezium
-	$(STACK) up postgres mariadb kafka
+	$(STACK) up
 	for scenario in $(BENCH_SCENARIOS); do $(BIN)/python -m bench run $$scenario $(BENCH_ARGS); done
 
 stack-up: ## start PostgreSQL, MariaDB, Redis and Kafka on loopback (idempotent)

@@ -1,7 +1,7 @@
 """DeltaForge benchmarks: the worker against a reference reader of the same change set, same run.
 
-`python -m bench run pg-kafka` and `python -m bench run mysql-kafka` are the scenarios (see
-bench/README.md). Everything here uses the standard library and the project's own dependencies
+`python -m bench run <scenario>`: pg-kafka, mysql-kafka, pg-redis, pg-latency and mysql-latency
+(see bench/README.md). Everything here uses the standard library and the project's own dependencies
 only; profilers are optional extras.
 """
 

@@ -1,11 +1,12 @@
-"""A contender that writes the change set to Kafka, timed from its spawn until Kafka holds every row.
+"""A contender that writes the change set to a destination, timed from its spawn until it holds every row.
 
-The clock starts just before the process is spawned and stops when the topic's end offsets
-reach the number of rows: start-up (an interpreter or a JVM), connecting, and the last
+The destination is a Kafka topic (`Topic`) or a Redis stream (`bench.redis_stream.Stream`); it
+counts its records without reading them (a topic's end offsets, a stream's XLEN). The clock
+starts just before the process is spawned and stops when that count reaches the number of rows: start-up (an interpreter or a JVM), connecting, and the last
 acknowledgements from the broker are all inside the figure. Nothing is subtracted. CPU seconds
 (utime + stime of every thread, from /proc/<pid>/stat) and the peak RSS (VmHWM) are read at that
 same moment, before the process is asked to stop. Then it gets SIGTERM, must exit 0, and the
-topic must hold exactly the row count. Our worker (`bench.worker`) and Debezium
+destination must hold exactly the row count. Our worker (`bench.worker`) and Debezium
 (`bench.debezium_engine`) are both measured this way.
 """
 
@@ -16,10 +17,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from bench import kafka
 from bench.kafka import RecordCounter
 from bench.measurement import Measurement
 from bench.procstat import ServerWatch, cpu_seconds, peak_rss_mib, run_delay_seconds
@@ -27,15 +30,69 @@ from bench.procstat import ServerWatch, cpu_seconds, peak_rss_mib, run_delay_sec
 POLL_SECONDS = 0.1
 
 
+class Counter(Protocol):
+    async def count(self) -> int: ...
+
+
+class Destination(Protocol):
+    """Where a contender writes, how to count what it holds, and how long it may take to fill it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def broker_pid(self) -> int | None: ...  # the server behind it, to report its CPU over the same span
+    @property
+    def system(self) -> str: ...  # in messages: "records in Kafka"
+    @property
+    def label(self) -> str: ...  # in messages: "topic <name>"
+
+    def counter(self) -> AbstractAsyncContextManager[Counter]: ...
+    def create(self) -> None: ...
+    def delete(self) -> None: ...
+    def sink(self) -> dict[str, Any]: ...  # the worker's `spec.sinks` entry writing here
+    def as_json(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Topic:
-    """The fresh topic a contender writes to, and how long it may take to fill it."""
+    """A fresh Kafka topic, counted by its end offsets (bench.kafka)."""
 
     bootstrap: str
     name: str
     partitions: int
     timeout: float
-    broker_pid: int | None = None  # the local Kafka broker, to report its CPU over the same span
+    broker_pid: int | None = None  # the local Kafka broker
+    system: str = "Kafka"
+
+    @property
+    def label(self) -> str:
+        return f"topic {self.name}"
+
+    def counter(self) -> RecordCounter:
+        return RecordCounter(self.bootstrap, self.name, self.partitions)
+
+    def create(self) -> None:
+        asyncio.run(kafka.create_topic(self.bootstrap, self.name, self.partitions))
+
+    def delete(self) -> None:
+        asyncio.run(kafka.delete_topic(self.bootstrap, self.name))
+
+    def sink(self) -> dict[str, Any]:
+        """The worker's Kafka sink: the native envelope, zstd (the default compression)."""
+        return {
+            "name": "kafka",
+            "kafka": {
+                "bootstrapServers": self.bootstrap,
+                "topic": self.name,
+                "envelope": "native",
+                "compression": "zstd",
+            },
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {"topic": self.name, "partitions": self.partitions}
 
 
 @dataclass(frozen=True)
@@ -80,7 +137,7 @@ class Observed:
         return round((self.count - self.first_count) / (self.seconds - self.first_record))
 
     def measurement(
-        self, contender: str, change_set: ChangeSet, topic: Topic, details: dict[str, Any]
+        self, contender: str, change_set: ChangeSet, destination: Destination, details: dict[str, Any]
     ) -> Measurement:
         return Measurement(
             contender=contender,
@@ -96,8 +153,8 @@ class Observed:
                 "streamingEventsPerSecond": self.streaming_rate,
                 "waitingForCpuSeconds": round(self.waiting, 3),
                 "brokerCpuSeconds": None if self.broker_cpu is None else round(self.broker_cpu, 3),
-                "topic": topic.name,
-                "partitions": topic.partitions,
+                "deliveredTo": destination.system,
+                **destination.as_json(),
                 **details,
             },
         )
@@ -107,15 +164,15 @@ def tail(path: Path, limit: int = 3000) -> str:
     return path.read_text(errors="replace")[-limit:] if path.exists() else ""
 
 
-def measure(process: Process, change_set: ChangeSet, topic: Topic) -> Observed:
-    """Run `process` until `topic` holds the change set, stop it, and check what it left behind."""
+def measure(process: Process, change_set: ChangeSet, destination: Destination) -> Observed:
+    """Run `process` until `destination` holds the change set, stop it, and check what it left behind."""
     with open(process.log_path, "wb") as log:
-        observed, returncode, final = asyncio.run(_drive(process, change_set, topic, log=log.fileno()))
+        observed, returncode, final = asyncio.run(_drive(process, change_set, destination, log=log.fileno()))
     if returncode != 0:
         raise RuntimeError(f"{process.name} exited with {returncode} on SIGTERM:\n{tail(process.log_path)}")
     if final != change_set.rows:
         raise RuntimeError(
-            f"the topic holds {final} records after {process.name} stopped, expected {change_set.rows}"
+            f"{destination.label} holds {final} records after {process.name} stopped, expected {change_set.rows}"
         )
     return observed
 
@@ -130,13 +187,13 @@ def _cpu_or_none(pid: int | None) -> float | None:
 
 
 async def _drive(
-    process: Process, change_set: ChangeSet, topic: Topic, *, log: int
+    process: Process, change_set: ChangeSet, destination: Destination, *, log: int
 ) -> tuple[Observed, int | None, int]:
     """Start the contender, wait for the goal, stop it; the final record count comes after the stop."""
-    async with RecordCounter(topic.bootstrap, topic.name, topic.partitions) as counter:
+    async with destination.counter() as counter:
         if await counter.count():
-            raise RuntimeError(f"topic {topic.name} is not empty before {process.name} starts")
-        broker_before = _cpu_or_none(topic.broker_pid)
+            raise RuntimeError(f"{destination.label} is not empty before {process.name} starts")
+        broker_before = _cpu_or_none(destination.broker_pid)
         started = time.perf_counter()
         child = await asyncio.create_subprocess_exec(
             *process.argv,
@@ -147,7 +204,7 @@ async def _drive(
             stderr=subprocess.STDOUT,
         )
         try:
-            observed = await _wait_for_goal(child, counter, process, change_set, topic, started=started)
+            observed = await _wait_for_goal(child, counter, process, change_set, destination, started=started)
             if broker_before is not None and observed.broker_cpu is not None:
                 observed.broker_cpu -= broker_before
         finally:
@@ -158,14 +215,14 @@ async def _drive(
 
 async def _wait_for_goal(
     child: asyncio.subprocess.Process,
-    counter: RecordCounter,
+    counter: Counter,
     process: Process,
     change_set: ChangeSet,
-    topic: Topic,
+    destination: Destination,
     *,
     started: float,
 ) -> Observed:
-    goal, deadline = change_set.rows, started + topic.timeout
+    goal, deadline = change_set.rows, started + destination.timeout
     server = change_set.server().start()
     first_record: float | None = None
     first_count = 0
@@ -184,7 +241,7 @@ async def _wait_for_goal(
                     rss=peak_rss_mib(child.pid),
                     waiting=run_delay_seconds(child.pid),
                     server_cpu=server.sample(),
-                    broker_cpu=_cpu_or_none(topic.broker_pid),
+                    broker_cpu=_cpu_or_none(destination.broker_pid),
                     first_record=first_record,
                     first_count=first_count,
                 )
@@ -195,7 +252,7 @@ async def _wait_for_goal(
                 )
             if now > deadline:
                 raise RuntimeError(
-                    f"only {count} of {goal} records in Kafka after {topic.timeout:.0f} s "
+                    f"only {count} of {goal} records in {destination.system} after {destination.timeout:.0f} s "
                     f"({process.name}):\n{tail(process.log_path)}"
                 )
             await asyncio.sleep(POLL_SECONDS)

@@ -1,7 +1,8 @@
 """Scenario `mysql-kafka`: MariaDB -> Kafka, the worker against mysql-replication and Debezium on one change set.
 
-1. A fresh database with a narrow table; the binlog position a fresh pipeline would start from;
-   then `rows` inserts in transactions of `tx_rows`, before any reader starts.
+1. A fresh database with the table of `--shape` (bench.shapes); the binlog position a fresh
+   pipeline would start from; then `rows` inserts in transactions of `tx_rows`, before any
+   reader starts.
 2. The contenders one after the other, all from that position: mysql-replication decoding
    every row and discarding it (the ceiling of a worker built on the library), the worker
    (decode, convert, encode, produce to Kafka with zstd, the default), started from a checkpoint
@@ -46,7 +47,9 @@ class MysqlKafka(Scenario[MysqlWorkload]):
         return None
 
     def prepare(self, settings: Settings, name: str, options: Options) -> MysqlWorkload:
-        return prepare(_target(settings), name=name, rows=options.rows, tx_rows=options.tx_rows)
+        return prepare(
+            _target(settings), name=name, rows=options.rows, tx_rows=options.tx_rows, shape=options.shape
+        )
 
     def written(self, workload: MysqlWorkload) -> str:
         return (
@@ -69,19 +72,9 @@ class MysqlKafka(Scenario[MysqlWorkload]):
         config = target.source_config(workload.database, reader=worker.NAME)
         return worker.Source(
             scenario=self.name,
-            spec={
-                "mysql": {
-                    "host": target.host,
-                    "port": target.port,
-                    "user": target.cdc_user,
-                    "password": "${MYSQL_PASSWORD}",
-                    "sslMode": "disable",
-                    "tables": [workload.table],
-                    "serverId": config.server_id,
-                }
-            },
+            spec=target.worker_source([workload.table], config.server_id),
             change_set=_change_set(settings, workload),
-            env={"MYSQL_PASSWORD": target.cdc_password},
+            env=target.secrets,
             start=workload.start.format(),
         )
 

@@ -1,7 +1,8 @@
 """Scenario `pg-kafka`: PostgreSQL -> Kafka, the worker against pg_recvlogical and Debezium on one change set.
 
-1. A fresh database with a narrow table, a publication and one slot per contender at one
-   position; then `rows` inserts in transactions of `tx_rows`, before any reader starts.
+1. A fresh database with the table of `--shape` (bench.shapes), a publication and one slot per
+   contender at one position; then `rows` inserts in transactions of `tx_rows`, before any
+   reader starts.
 2. The contenders one after the other, each on its own slot: pg_recvlogical (decode and
    discard: the ceiling), the worker (decode, convert, encode, produce to Kafka with zstd, the
    default), then Debezium's embedded engine (its PostgreSQL connector, pgoutput, into Kafka).
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench import debezium_engine, delivery, recvlogical, report, worker
+from bench import debezium_engine, delivery, recvlogical, worker
 from bench.measurement import Measurement
-from bench.scenario import Options, Scenario, Target
+from bench.scenario import Options, Scenario, Target, rate_target
 from bench.workload import PgTarget, PgWorkload, drop, prepare, walsender
 from hack.stack.config import HOST, Settings
 
@@ -26,12 +27,13 @@ TARGET_EVENTS_PER_SECOND = 30_000  # the worker's goal, end to end, on this work
 TARGET_DEBEZIUM_RATIO = 1.5  # and against Debezium: this multiple of its events/s (issue 8)
 
 
-class PgKafka(Scenario[PgWorkload]):
-    name = "pg-kafka"
+class PgScenario(Scenario[PgWorkload]):
+    """What every PostgreSQL scenario shares, whatever the worker's sink: the workload (one slot
+    per contender), pg_recvlogical as the reference and the worker's source; `pg-redis` reuses it."""
+
     reference = recvlogical.NAME
     server_title = "walsender (server-side decoding)"
     service = "postgres"
-    debezium_target = TARGET_DEBEZIUM_RATIO
 
     def unreachable(self, settings: Settings) -> str | None:
         try:
@@ -47,6 +49,7 @@ class PgKafka(Scenario[PgWorkload]):
             contenders=list(options.contenders),
             rows=options.rows,
             tx_rows=options.tx_rows,
+            shape=options.shape,
         )
 
     def written(self, workload: PgWorkload) -> str:
@@ -67,22 +70,15 @@ class PgKafka(Scenario[PgWorkload]):
         target, slot = workload.target, workload.slots[worker.NAME]
         return worker.Source(
             scenario=self.name,
-            spec={
-                "postgres": {
-                    "host": target.host,
-                    "port": target.port,
-                    "database": workload.database,
-                    "user": target.cdc_user,
-                    "password": "${PG_PASSWORD}",
-                    "sslMode": "disable",
-                    "tables": [workload.table],
-                    "slot": {"name": slot, "create": False},
-                    "publication": {"name": workload.publication, "create": False},
-                }
-            },
+            spec=target.worker_source(workload.database, workload.table, slot, workload.publication),
             change_set=_change_set(workload, worker.NAME),
-            env={"PG_PASSWORD": target.cdc_password},
+            env=target.secrets,
         )
+
+
+class PgKafka(PgScenario):
+    name = "pg-kafka"
+    debezium_target = TARGET_DEBEZIUM_RATIO
 
     def debezium_connector(self, settings: Settings, workload: PgWorkload) -> debezium_engine.Connector:
         """Its own copied slot, so it starts where the others start; no snapshot, only the stream."""
@@ -109,14 +105,7 @@ class PgKafka(Scenario[PgWorkload]):
         )
 
     def target(self, measurements: list[Measurement]) -> Target:
-        ours = report.find(measurements, worker.NAME)
-        rate = 0.0 if ours is None else ours.events_per_second
-        return Target(
-            goal=f"{TARGET_EVENTS_PER_SECOND:,} events/s end to end",
-            met=rate >= TARGET_EVENTS_PER_SECOND,
-            measured=f"{rate:,.0f}/s",
-            document={"eventsPerSecond": TARGET_EVENTS_PER_SECOND},
-        )
+        return rate_target(measurements, TARGET_EVENTS_PER_SECOND, "Postgres -> Kafka")
 
 
 def _target(settings: Settings) -> PgTarget:

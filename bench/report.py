@@ -41,11 +41,12 @@ def find(measurements: list[Measurement], contender: str) -> Measurement | None:
 
 
 def first_record(measurement: Measurement) -> str:
-    """How a Kafka-writing contender's time splits: start-up until its first record in Kafka, then
-    its rate."""
+    """How a contender's time splits: start-up until its first record in its destination (Kafka,
+    Redis), then its rate."""
     streaming = measurement.details.get("streamingEventsPerSecond")
     return (
-        f"first record in Kafka after {measurement.details.get('firstRecordSeconds')} s, "
+        f"first record in {measurement.details.get('deliveredTo', 'Kafka')} after "
+        f"{measurement.details.get('firstRecordSeconds')} s, "
         f"then {streaming or 0:,}/s"
     )
 

@@ -1,16 +1,16 @@
 """What every scenario shares: the options, the order of a run, the printed summary, the JSON.
 
 A run is always the same: check that the servers answer, prepare the change set before any
-reader starts, create a topic for each contender that writes to Kafka (our worker, Debezium),
-run the contenders one after the other on that change set, clean up whatever happened, then
-print the table and the ratios and write the JSON. A scenario module supplies the
-server-specific parts as a `Scenario`: how to prepare and drop the workload, how to run its
-reference reader, what the worker's manifest source and Debezium's connector are, and its targets.
+reader starts, create a fresh destination for each contender that writes one (our worker,
+Debezium: a Kafka topic, or a Redis stream for the worker in `pg-redis`), run the contenders one
+after the other on that change set, clean up whatever happened, then print the table and the
+ratios and write the JSON. A scenario module supplies the server-specific parts as a
+`Scenario`: how to prepare and drop the workload, how to run its reference reader, what the
+worker's manifest source and sink and Debezium's connector are, and its targets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import shutil
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from bench import debezium_engine, delivery, kafka, report, sampler, worker
+from bench import debezium_engine, delivery, report, sampler, worker
 from bench.measurement import Measurement
 from bench.workload import new_name
 from hack.stack.config import HOST, Settings
@@ -39,6 +39,7 @@ class Options:
     contenders: tuple[str, ...]
     rows: int = 200_000
     tx_rows: int = 1000
+    shape: str = "narrow"  # bench.shapes: the table's columns
     batch_events: int = 5000
     partitions: int = 1
     timeout: float = 900.0
@@ -109,12 +110,34 @@ class Scenario(ABC, Generic[W]):
         """What the worker's manifest reads, and how to watch the server side of it."""
 
     @abstractmethod
-    def debezium_connector(self, settings: Settings, workload: W) -> debezium_engine.Connector:
-        """Debezium's connector on the change set, starting where the other contenders start."""
-
-    @abstractmethod
     def target(self, measurements: list[Measurement]) -> Target:
         """The scenario's target against its reference and whether this run met it."""
+
+    sink_service = "kafka"  # the local stack's service the worker writes to
+
+    def sink_unreachable(self, settings: Settings) -> str | None:
+        """Why the worker's sink does not answer, or None when it does."""
+        try:
+            socket.create_connection((HOST, settings.kafka_port), timeout=5).close()
+        except OSError as error:
+            return f"Kafka at {settings.kafka_bootstrap} is not reachable ({error})"
+        return None
+
+    def destination(
+        self, settings: Settings, name: str, contender: str, options: Options
+    ) -> delivery.Destination:
+        """Where `contender` writes: a fresh Kafka topic called `name`."""
+        return delivery.Topic(
+            bootstrap=settings.kafka_bootstrap,
+            name=name,
+            partitions=options.partitions,
+            timeout=options.timeout,
+            broker_pid=_broker_pid(settings),
+        )
+
+    def debezium_connector(self, settings: Settings, workload: W) -> debezium_engine.Connector:
+        """Debezium's connector on the change set, starting where the other contenders start."""
+        raise NotImplementedError(f"{self.name} has no Debezium contender")
 
     def target_debezium(self, measurements: list[Measurement]) -> Target | None:
         """The worker's throughput against Debezium's; None unless both ran."""
@@ -128,6 +151,18 @@ class Scenario(ABC, Generic[W]):
             measured=f"{throughput:.2f}x: {ours.events_per_second:,.0f}/s against {theirs.events_per_second:,.0f}/s",
             document={"throughputRatio": self.debezium_target, "measured": throughput},
         )
+
+
+def rate_target(measurements: list[Measurement], goal: int, route: str) -> Target:
+    """A target of `goal` events/s for the worker on `route`, end to end: start-up included."""
+    ours = report.find(measurements, worker.NAME)
+    rate = 0.0 if ours is None else ours.events_per_second
+    return Target(
+        goal=f"{route}: at least {goal // 1000}k events/s",
+        met=rate >= goal,
+        measured=f"{rate:,.0f}/s",
+        document={"eventsPerSecond": goal},
+    )
 
 
 def run(scenario: Scenario[W], options: Options) -> int:
@@ -154,16 +189,11 @@ def run(scenario: Scenario[W], options: Options) -> int:
 
 def _check_servers(scenario: Scenario[W], settings: Settings) -> None:
     """Fail at once, saying how to start the stack, when the database or Kafka does not answer."""
-    problem = scenario.unreachable(settings)
-    if problem is None:
-        try:
-            socket.create_connection((HOST, settings.kafka_port), timeout=5).close()
-        except OSError as error:
-            problem = f"Kafka at {settings.kafka_bootstrap} is not reachable ({error})"
+    problem = scenario.unreachable(settings) or scenario.sink_unreachable(settings)
     if problem is not None:
         raise SystemExit(
-            f"bench: {problem}; start the local stack first: python3 -m hack.stack up {scenario.service} kafka "
-            "(docs/local-stack.md)"
+            f"bench: {problem}; start the local stack first: "
+            f"python3 -m hack.stack up {scenario.service} {scenario.sink_service} (docs/local-stack.md)"
         )
 
 
@@ -191,7 +221,7 @@ class _Run:
     started_at: datetime
     host: dict[str, Any]
 
-    def topic(self, contender: str) -> str:
+    def destination_name(self, contender: str) -> str:
         return f"{self.name}.{contender}"
 
     def profile_path(self, scenario: str) -> Path | None:
@@ -201,7 +231,13 @@ class _Run:
         return self.options.results_dir / f"{scenario}-{self.stamp}-worker.{suffix}"
 
 
-def _measure(scenario: Scenario[W], this: _Run, contender: str, workload: W) -> Measurement:
+def _measure(
+    scenario: Scenario[W],
+    this: _Run,
+    contender: str,
+    workload: W,
+    destination: delivery.Destination | None,
+) -> Measurement:
     options = this.options
     with tempfile.TemporaryDirectory(prefix=f"bench-{contender}-") as scratch:
         directory = Path(scratch)
@@ -210,17 +246,12 @@ def _measure(scenario: Scenario[W], this: _Run, contender: str, workload: W) -> 
                 return scenario.run_reference(
                     this.settings, workload, log_path=directory / "contender.log", timeout=options.timeout
                 )
-            topic = delivery.Topic(
-                bootstrap=this.settings.kafka_bootstrap,
-                name=this.topic(contender),
-                partitions=options.partitions,
-                timeout=options.timeout,
-                broker_pid=_broker_pid(this.settings),
-            )
+            assert destination is not None, f"{contender} writes to a destination"
             if contender == debezium_engine.NAME:
+                assert isinstance(destination, delivery.Topic), "Debezium's harness writes to Kafka"
                 return debezium_engine.run(
                     scenario.debezium_connector(this.settings, workload),
-                    topic,
+                    destination,
                     batch_events=options.batch_events,
                     cache_dir=this.settings.cache_dir,
                     directory=directory,
@@ -229,7 +260,7 @@ def _measure(scenario: Scenario[W], this: _Run, contender: str, workload: W) -> 
             if profile_path is not None:
                 profile_path.parent.mkdir(parents=True, exist_ok=True)
             worker_options = worker.WorkerOptions(
-                topic=topic,
+                destination=destination,
                 batch_events=options.batch_events,
                 profile=options.profile,
                 profile_path=profile_path,
@@ -248,20 +279,22 @@ def _contend(scenario: Scenario[W], this: _Run) -> tuple[W, list[Measurement]]:
     """Prepare the change set, run each contender on it, and clean up whatever happened."""
     options, name, tag = this.options, this.name, f"[{scenario.name}]"
     measurements: list[Measurement] = []
-    topics: list[str] = []
+    destinations: dict[str, delivery.Destination] = {}
     try:
-        print(f"{tag} preparing {options.rows:,} rows in transactions of {options.tx_rows:,} "
+        print(f"{tag} preparing {options.rows:,} {options.shape} rows in transactions of {options.tx_rows:,} "
               f"(database {name})", flush=True)  # fmt: skip
         workload = scenario.prepare(this.settings, name, options)
         print(f"{tag} {scenario.written(workload)}", flush=True)
         for contender in options.contenders:
             if contender in PRODUCERS:
-                topic = this.topic(contender)
-                asyncio.run(kafka.create_topic(this.settings.kafka_bootstrap, topic, options.partitions))
-                topics.append(topic)
+                destination = scenario.destination(
+                    this.settings, this.destination_name(contender), contender, options
+                )
+                destination.create()
+                destinations[contender] = destination
         for contender in options.contenders:
             print(f"{tag} running {contender} ...", flush=True)
-            measurement = _measure(scenario, this, contender, workload)
+            measurement = _measure(scenario, this, contender, workload, destinations.get(contender))
             measurements.append(measurement)
             print(
                 f"{tag}   {measurement.events:,} events in {measurement.seconds:.2f} s "
@@ -269,11 +302,11 @@ def _contend(scenario: Scenario[W], this: _Run) -> tuple[W, list[Measurement]]:
                 flush=True,
             )
     finally:
-        for topic in topics:
+        for destination in destinations.values():
             try:
-                asyncio.run(kafka.delete_topic(this.settings.kafka_bootstrap, topic))
+                destination.delete()
             except Exception as error:
-                print(f"{tag} could not delete topic {topic}: {error}", file=sys.stderr)
+                print(f"{tag} could not delete {destination.label}: {error}", file=sys.stderr)
         try:
             scenario.drop(this.settings, name)
         except Exception as error:
@@ -286,6 +319,8 @@ def _summarize(scenario: Scenario[W], this: _Run, measurements: list[Measurement
     print(report.table(measurements))
     print()
     for reference in (scenario.reference, debezium_engine.NAME):
+        if reference not in scenario.contenders:
+            continue
         ratio_name = f"{worker.NAME}/{reference}"
         print(report.ratio_line(ratio_name, report.ratios(measurements, worker.NAME, reference)))
     for line in (report.server_line(measurements, scenario.server_title), report.waiting_line(measurements)):
@@ -331,6 +366,7 @@ def _document(
         "parameters": {
             "rows": options.rows,
             "rowsPerTransaction": options.tx_rows,
+            "shape": options.shape,
             "batchMaxEvents": options.batch_events,
             "partitions": options.partitions,
             "contenders": list(options.contenders),

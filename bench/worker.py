@@ -1,8 +1,8 @@
-"""Our worker: `deltaforge run` on a manifest source -> Kafka, timed until Kafka holds every row.
+"""Our worker: `deltaforge run` on a manifest source -> a sink, timed until the sink holds every row.
 
-It is timed by `bench.delivery`: from spawning the process until the topic's end offsets reach
-the number of rows, so interpreter start-up, preflight, connecting to Kafka and the last
-acknowledgements from the broker are all inside the figure. The source part of the manifest,
+It is timed by `bench.delivery`: from spawning the process until the destination (a Kafka topic
+or a Redis stream) holds the number of rows, so interpreter start-up, preflight, connecting to
+the sink and its last acknowledgements are all inside the figure. The source part of the manifest,
 the secrets it refers to, an optional start checkpoint and the server-side process to watch come
 from the scenario (`Source`).
 """
@@ -42,7 +42,7 @@ class Source:
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    topic: delivery.Topic
+    destination: delivery.Destination  # its sink is the only one in the manifest
     batch_events: int
     profile: str | None = None  # None, "sample", "cprofile" or "pyinstrument"
     profile_path: Path | None = None
@@ -55,17 +55,7 @@ def manifest(source: Source, options: WorkerOptions) -> dict[str, Any]:
         "metadata": {"name": f"bench-{source.scenario}", "namespace": "bench"},
         "spec": {
             "source": source.spec,
-            "sinks": [
-                {
-                    "name": "kafka",
-                    "kafka": {
-                        "bootstrapServers": options.topic.bootstrap,
-                        "topic": options.topic.name,
-                        "envelope": "native",
-                        "compression": "zstd",
-                    },
-                }
-            ],
+            "sinks": [options.destination.sink()],
             "batch": {"maxEvents": options.batch_events},
             "checkpoint": {"file": {"path": CHECKPOINT}},
         },
@@ -121,15 +111,14 @@ def run(source: Source, options: WorkerOptions, *, directory: Path) -> Measureme
     process = delivery.Process(
         name="the worker", argv=argv, env=env, directory=directory, log_path=directory / "worker.log"
     )
-    observed = delivery.measure(process, source.change_set, options.topic)
+    observed = delivery.measure(process, source.change_set, options.destination)
     return observed.measurement(
         NAME,
         source.change_set,
-        options.topic,
+        options.destination,
         {
             "batchMaxEvents": options.batch_events,
-            "envelope": "native",
-            "compression": "zstd",
+            "sink": options.destination.sink(),
             "profile": options.profile,
             "command": " ".join(argv),
         },
