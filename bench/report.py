@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.measurement import Measurement
 
-HEADERS = ("contender", "events", "seconds", "events/s", "CPU s/100k ev", "peak RSS MB")
+HEADERS = ("contender", "events", "seconds", "events/s", "CPU s/100k ev", "peak RSS MiB")
 
 
 def _row(measurement: Measurement) -> tuple[str, ...]:
