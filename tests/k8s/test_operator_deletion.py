@@ -77,6 +77,7 @@ def test_readiness_follows_the_source_and_deletion_drops_the_slot(
         reasons = cluster.event_reasons(name)
         assert {"CleaningUp", "CleanedUp", "Deleted"} <= set(reasons), reasons
         assert cluster.lifecycle_count("cleanup", result="success") == 1
+        assert cluster.lifecycle_count("delete") == 1
         assert not cluster.exists("job", f"deltaforge-{name}-cleanup")
 
 

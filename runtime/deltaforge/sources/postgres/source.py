@@ -34,6 +34,7 @@ from deltaforge.sources.postgres.stream import (
     XLOG_DATA,
     ReplicationStream,
     SilenceWatch,
+    SlotInUse,
     format_lsn,
 )
 from deltaforge.sources.postgres.values import convert_row, converter_for
@@ -43,6 +44,9 @@ _INSERT = ord("I")
 _NEW_TUPLE = ord("N")
 _RELATION_ID = struct.Struct(">I")
 STATUS_INTERVAL = 10.0  # seconds between standby status updates when nothing changes
+# How long a reconnect waits for the server to end our previous walsender, which may hold the slot
+# until wal_sender_timeout (default 60 s) when the old connection died without a goodbye.
+SLOT_RELEASE_WAIT = 150.0
 
 
 @dataclass(frozen=True)
@@ -115,28 +119,36 @@ class PostgresSource:
             slot_created=plan.slot_created,
             publication=config.publication,
         )
-        attempt = 0
+        attempt, streamed, slot_busy_since = 0, False, None
         while not self._stopping.is_set():
             try:
                 await self._stream(emit)
                 return
+            except SlotInUse as error:
+                now = time.monotonic()
+                slot_busy_since = slot_busy_since or now
+                if not streamed or now - slot_busy_since > SLOT_RELEASE_WAIT:
+                    self._health = (False, str(error))
+                    raise
+                failure: Exception = error
             except SourceConfigError as error:
                 self._health = (False, str(error))
                 raise
             except (SourceUnavailable, psycopg.Error, OSError) as error:
-                if self._stopping.is_set():
-                    return
-                if self._health[0]:  # it had been streaming: a fresh outage starts a fresh backoff
-                    attempt = 0
-                self._health = (False, f"reconnecting: {error}")
-                self._metrics.source_reconnect()
-                delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
-                self._log(
-                    "source_reconnecting", level="warning", error=str(error), retry_in_seconds=round(delay, 2)
-                )
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                failure = error
+            if self._stopping.is_set():
+                return
+            if self._health[0]:  # it had been streaming: a fresh outage starts a fresh backoff
+                attempt, streamed, slot_busy_since = 0, True, None
+            self._health = (False, f"reconnecting: {failure}")
+            self._metrics.source_reconnect()
+            delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+            self._log(
+                "source_reconnecting", level="warning", error=str(failure), retry_in_seconds=round(delay, 2)
+            )
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
 
     # --- streaming -----------------------------------------------------------------------
     async def _stream(self, emit: Emit) -> None:

@@ -21,6 +21,12 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 OBJECT_IN_USE = "55006"
 
 
+class SlotInUse(SourceConfigError):
+    """Another connection streams from the slot. At start that is another reader; after a lost
+    connection it may be our own previous walsender, which the server ends only at
+    wal_sender_timeout (the source waits for that, bounded)."""
+
+
 class SlotLostError(SourceConfigError):
     """The server invalidated the slot: the changes it held are gone, so never resume silently."""
 
@@ -95,7 +101,7 @@ class ReplicationStream:
             message = (pgconn.error_message or b"").decode(errors="replace").strip()
             state = result.error_field(pq.DiagnosticField.SQLSTATE) if result is not None else None
             if state == OBJECT_IN_USE.encode():
-                raise SourceConfigError(
+                raise SlotInUse(
                     f"{message}: another process reads slot '{slot}'; one slot serves one pipeline worker. "
                     "Stop the other reader or give this pipeline its own spec.source.postgres.slot.name"
                 )
