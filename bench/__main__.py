@@ -120,11 +120,12 @@ def _add_scenario(
     )
     parser.add_argument(
         "--profile",
-        choices=("sample", "cprofile", "pyinstrument"),
+        choices=("sample", "cprofile", "pyinstrument", "memray"),
         help="run the worker under a profiler and keep the profile next to the results: `sample` "
         "(bench.sampler: stdlib, CPU-time sampling of every thread, <1%% overhead; prints its report), `cprofile` "
-        "(.pstats, the main thread only) or `pyinstrument` (.pyisession; install it into the venv yourself, it is "
-        "not a project dependency)",
+        "(.pstats, the main thread only), `pyinstrument` (.pyisession) or `memray` (.memray.bin: what held the "
+        "memory at its peak, native frames included); install the last two into the venv yourself, they are not "
+        "project dependencies",
     )
     parser.add_argument(
         "--results-dir",

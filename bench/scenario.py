@@ -31,7 +31,12 @@ from hack.stack.kafka import Kafka
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PRODUCERS = (worker.NAME, debezium_engine.NAME)  # the contenders that write to a topic of their own
-PROFILE_SUFFIXES = {"sample": "samples.json", "cprofile": "pstats", "pyinstrument": "pyisession"}
+PROFILE_SUFFIXES = {
+    "sample": "samples.json",
+    "cprofile": "pstats",
+    "pyinstrument": "pyisession",
+    "memray": "memray.bin",
+}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Source:
 class WorkerOptions:
     destination: delivery.Destination  # its sink is the only one in the manifest
     batch_events: int
-    profile: str | None = None  # None, "sample", "cprofile" or "pyinstrument"
+    profile: str | None = None  # None, "sample", "cprofile", "pyinstrument" or "memray"
     profile_path: Path | None = None
 
 
@@ -83,6 +83,12 @@ def command(manifest_path: Path, port: int, options: WorkerOptions) -> list[str]
         assert options.profile_path is not None
         return [
             sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(options.profile_path),
+            "-m", "deltaforge", *run,
+        ]  # fmt: skip
+    if options.profile == "memray":
+        assert options.profile_path is not None
+        return [
+            sys.executable, "-m", "memray", "run", "--native", "--force", "-o", str(options.profile_path),
             "-m", "deltaforge", *run,
         ]  # fmt: skip
     return [str(SCRIPT), *run]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 
 from deltaforge.envelopes import encode_key, encoder_for
@@ -87,3 +89,24 @@ def test_cloudevents_attributes() -> None:
 def test_default_key_is_sorted_json_of_the_primary_key() -> None:
     assert encode_key({"b": 2, "a": "x"}) == b'{"a":"x","b":2}'
     assert encode_key(None) is None
+
+
+def test_encoded_events_and_keys_occupy_only_their_own_size() -> None:
+    """A sink holds a batch of encoded events until it is written; orjson's untrimmed buffers
+    (4 KiB each from 3.12 on) would multiply that memory by 10 or more for small rows."""
+    events = [_event(_info(), index) for index in range(500)]
+    held: list[bytes | None] = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for name in ("native", "debezium", "cloudevents"):
+            encode = encoder_for(name, "p")
+            held.extend(encode(event) for event in events)
+        held.extend(encode_key(event.key) for event in events)
+        held.extend(encode_key({"b": event.index, "a": 1}) for event in events)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    payload = sum(len(data or b"") for data in held)
+    # Each bytes object costs its length plus a 33-byte header (and the list's pointer).
+    assert grown < payload + 64 * len(held), f"{grown} bytes held for {payload} bytes of JSON"

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from deltaforge.envelopes import native_source
+from deltaforge.envelopes import exact, native_source
 from deltaforge.events import ChangeEvent
 from deltaforge.sinks.base import FailureKind
 
@@ -39,18 +39,17 @@ def _json_safe(value: Any) -> Any:
 
 def dead_letter_document(letter: DeadLetter, sink: str) -> bytes:
     event = letter.event
-    return orjson.dumps(
-        {
-            "id": event.event_id,
-            "sink": sink,
-            "failure": letter.kind.value,
-            "reason": letter.reason,
-            "op": event.op,
-            "source": native_source(event.source),
-            "key": _json_safe(event.key),
-            "tx": {"index": event.index, "last": event.last_in_tx},
-        }
-    )
+    document = {
+        "id": event.event_id,
+        "sink": sink,
+        "failure": letter.kind.value,
+        "reason": letter.reason,
+        "op": event.op,
+        "source": native_source(event.source),
+        "key": _json_safe(event.key),
+        "tx": {"index": event.index, "last": event.last_in_tx},
+    }
+    return exact(orjson.dumps(document))
 
 
 def summary(letters: list[DeadLetter]) -> dict[str, Any]:
