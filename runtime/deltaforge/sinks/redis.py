@@ -7,11 +7,14 @@ itself then refuses a replayed change, since a stream's ids only grow (docs/guar
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from deltaforge.envelopes import Encoder
 from deltaforge.events import ChangeEvent, Checkpoint
@@ -24,8 +27,11 @@ from deltaforge.sinks.base import (
     retry_until_written,
 )
 from deltaforge.sinks.deadletter import DeadLetter, dead_letter_document
+from deltaforge.sinks.xadd import ANY_ID, XaddPacker
 
 _ALREADY_WRITTEN = "equal or smaller than the target stream top item"
+SOCKET_TIMEOUT: Final = 10.0  # seconds a write, or the wait for the next reply, may take
+PROGRESS_EVERY: Final = 256  # replies between two moves of the reply deadline
 
 
 def classify(error: BaseException) -> FailureKind:
@@ -33,7 +39,7 @@ def classify(error: BaseException) -> FailureKind:
         isinstance(error, ResponseError) and "NOAUTH" in str(error)
     ):
         return FailureKind.AUTH
-    if isinstance(error, TimeoutError):
+    if isinstance(error, RedisTimeoutError):
         return FailureKind.TIMEOUT
     if isinstance(error, ConnectionError | OSError):
         return FailureKind.CONNECTION
@@ -62,12 +68,15 @@ class RedisSink:
         self._dead_letter_stream_for = dead_letter_stream_for or (lambda _: f"deltaforge:{name}:deadletter")
         self._on_dead_letters = on_dead_letters
         self._entry_id = entry_id  # idempotent mode: entry ids from the position (see `write`)
+        self._packer = XaddPacker(max_len)
         self._client: aioredis.Redis | None = None
         self._health = Health()
         self._backoff = Backoff()
 
     async def start(self) -> None:
-        self._client = aioredis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=5)
+        self._client = aioredis.Redis.from_url(
+            self._url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5
+        )
         await retry_until_written(
             self._ping, sink=self.name, health=self._health, failures=self._failures, log=self._log
         )
@@ -89,13 +98,11 @@ class RedisSink:
             log=self._log,
         )
 
-    def _entries(
-        self, events: Sequence[ChangeEvent]
-    ) -> tuple[list[tuple[str, dict[str, Any], str]], list[DeadLetter]]:
-        """One XADD per event; an event that cannot be serialized is a dead letter instead
+    def _commands(self, events: Sequence[ChangeEvent]) -> tuple[list[bytes], list[DeadLetter]]:
+        """One packed XADD per event; an event that cannot be serialized is a dead letter instead
         (see `sinks.deadletter`), written to the dead-letter stream."""
-        entries: list[tuple[str, dict[str, Any], str]] = []
-        entry_id = self._entry_id
+        pack, entry_id = self._packer.pack, self._entry_id
+        commands: list[bytes] = []
         letters: list[DeadLetter] = []
         for event in events:
             try:
@@ -106,36 +113,61 @@ class RedisSink:
                 stream, data = self._dead_letter_stream_for(event), dead_letter_document(letter, self.name)
             else:
                 stream = self._stream_for(event)
-            fields = {
-                "event_id": event.event_id,
-                "op": event.op.value,
-                "table": event.table_path,
-                "position": event.source.position,
-                "data": data,
-            }
-            entries.append((stream, fields, entry_id(event) if entry_id is not None else "*"))
-        return entries, letters
+            commands.append(pack(event, stream, entry_id(event) if entry_id is not None else ANY_ID, data))
+        return commands, letters
 
     async def _write_once(self, events: Sequence[ChangeEvent]) -> None:
         assert self._client is not None
-        entries, letters = self._entries(events)
+        commands, letters = self._commands(events)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for stream, fields, entry in entries:
-                    pipe.xadd(stream, fields, id=entry, maxlen=self._max_len, approximate=True)  # type: ignore[arg-type]
-                outcomes = await pipe.execute(raise_on_error=False)
+            refused = await self._send(self._client, commands)
         except RedisError as error:
             raise SinkError(classify(error), str(error)) from error
-        for outcome in outcomes:
+        for refusal in refused:
             # Idempotent mode: Redis refuses an id at or below the stream's last one, which is
             # exactly a change written before (a replay after a crash): already there, not an error.
-            if isinstance(outcome, RedisError) and not (self._entry_id and _ALREADY_WRITTEN in str(outcome)):
-                raise SinkError(classify(outcome), str(outcome)) from outcome
+            if not (self._entry_id and _ALREADY_WRITTEN in str(refusal)):
+                raise SinkError(classify(refusal), str(refusal)) from refusal
         if letters:
             for letter in letters:
                 self._failures.sink_failure(self.name, letter.kind)
             if self._on_dead_letters is not None:
                 self._on_dead_letters(self.name, letters)
+
+    @staticmethod
+    async def _send(client: aioredis.Redis, commands: list[bytes]) -> list[ResponseError]:
+        """Pipelines `commands` on one pooled connection and reads every reply; returns the
+        refusals. redis-py would arm and cancel a timer for every reply; here one deadline, moved
+        every few hundred replies, fails the write once Redis has answered nothing for
+        SOCKET_TIMEOUT (a blackholed connection). A connection left with unread replies (an error,
+        a timeout, a cancellation) is closed, never reused."""
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        refused: list[ResponseError] = []
+        answered = 0
+        try:
+            await connection.send_packed_command(commands)  # bounded by SOCKET_TIMEOUT itself
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(None) as deadline:
+                for answered in range(len(commands)):
+                    if answered % PROGRESS_EVERY == 0:
+                        deadline.reschedule(loop.time() + SOCKET_TIMEOUT)
+                    try:
+                        await connection.read_response(disable_decoding=True, timeout=math.inf)
+                    except ResponseError as error:
+                        refused.append(error)
+        except TimeoutError as error:
+            await connection.disconnect(nowait=True)
+            raise SinkError(
+                FailureKind.TIMEOUT,
+                f"Redis sent no reply for {SOCKET_TIMEOUT:.0f} s ({answered} of {len(commands)} XADDs answered)",
+            ) from error
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return refused
 
     async def close(self) -> None:
         if self._client is not None:
