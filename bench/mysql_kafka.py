@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pymysql
 
-from bench import debezium_engine, delivery, mysql_replication, report, worker
+from bench import debezium_engine, delivery, mysql_replication, worker
 from bench.measurement import Measurement
 from bench.mysql_workload import MysqlTarget, MysqlWorkload, drop, prepare
 from bench.procstat import CpuSpan
-from bench.scenario import Options, Scenario, Target
+from bench.scenario import Options, Scenario, Target, ceiling_target
 from hack.stack.config import HOST, Settings
 from hack.stack.mariadb import MariaDB
 
@@ -117,16 +117,7 @@ class MysqlKafka(Scenario[MysqlWorkload]):
         )
 
     def target(self, measurements: list[Measurement]) -> Target:
-        ratio = report.ratios(measurements, worker.NAME, self.reference)
-        ours = report.find(measurements, worker.NAME)
-        throughput = None if ratio is None else ratio["throughput"]
-        rate = "" if ours is None else f" at {ours.events_per_second:,.0f}/s"
-        return Target(
-            goal=f"{TARGET_THROUGHPUT_RATIO:.0%} of the {self.reference} ceiling",
-            met=throughput is not None and throughput >= TARGET_THROUGHPUT_RATIO,
-            measured=("ceiling not measured" if throughput is None else f"{throughput:.0%}") + rate,
-            document={"throughputRatio": TARGET_THROUGHPUT_RATIO, "measured": throughput},
-        )
+        return ceiling_target(measurements, self.reference, TARGET_THROUGHPUT_RATIO)
 
 
 def _target(settings: Settings) -> MysqlTarget:

@@ -158,6 +158,20 @@ class Scenario(ABC, Generic[W]):
         )
 
 
+def ceiling_target(measurements: list[Measurement], reference: str, share: float) -> Target:
+    """A target of `share` of the ceiling's (`reference`'s) events/s for the worker, in this run."""
+    ratio = report.ratios(measurements, worker.NAME, reference)
+    ours = report.find(measurements, worker.NAME)
+    throughput = None if ratio is None else ratio["throughput"]
+    rate = "" if ours is None else f" at {ours.events_per_second:,.0f}/s"
+    return Target(
+        goal=f"{share:.0%} of the {reference} ceiling",
+        met=throughput is not None and throughput >= share,
+        measured=("ceiling not measured" if throughput is None else f"{throughput:.0%}") + rate,
+        document={"throughputRatio": share, "measured": throughput},
+    )
+
+
 def rate_target(measurements: list[Measurement], goal: int, route: str) -> Target:
     """A target of `goal` events/s for the worker on `route`, end to end: start-up included."""
     ours = report.find(measurements, worker.NAME)
