@@ -28,7 +28,8 @@ def test_the_queue_is_bounded_by_binlog_bytes_not_by_records() -> None:
     with pytest.raises(queue.Full):  # ...after which nothing more goes in
         records.put_nowait(Begin(None, "binlog.000001", 4, 0))
     first = records.get_nowait()
-    assert isinstance(first, Rows) and len(first.rows) == 200
+    assert isinstance(first, Rows)
+    assert len(first.rows) == 200
     for _ in range(3):  # small records count for a few bytes each
         records.put_nowait(Commit(None, "binlog.000001", 100, 0))
     assert records.bytes == 300 + 3 * RECORD_BYTES
