@@ -7,12 +7,11 @@ and jitter while reporting itself unhealthy, so the pipeline stops acknowledging
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from deltaforge.backoff import Backoff
 from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.observability.metrics import SinkFailureKind
 
@@ -52,16 +51,6 @@ class Sink(Protocol):
 
 class FailureRecorder(Protocol):
     def sink_failure(self, sink: str, kind: SinkFailureKind) -> None: ...
-
-
-@dataclass
-class Backoff:
-    initial: float = 0.2
-    maximum: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Full jitter: spreads retries of many workers after a shared outage."""
-        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))
 
 
 class Health:

@@ -31,11 +31,11 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from deltaforge.backoff import Backoff
 from deltaforge.checkpoints import codec
 from deltaforge.envelopes import Encoder
 from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.sinks.base import (
-    Backoff,
     FailureKind,
     FailureRecorder,
     Health,

@@ -16,10 +16,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from deltaforge.backoff import Backoff
 from deltaforge.envelopes import Encoder
 from deltaforge.events import ChangeEvent, Checkpoint
 from deltaforge.sinks.base import (
-    Backoff,
     FailureKind,
     FailureRecorder,
     Health,

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 
 import pymysql
 
+from deltaforge.backoff import SOURCE_RECONNECT
 from deltaforge.events import Checkpoint, Progress
 from deltaforge.protocols import Emit, SourceMetrics
 from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
@@ -48,7 +48,6 @@ from deltaforge.sources.mysql.reader import IDLE, BinlogReader
 from deltaforge.sources.mysql.records import Connected, Failed
 from deltaforge.sources.mysql.transactions import Assembler
 
-MAX_BACKOFF = 30.0
 DUPLICATE_LIMIT = 3  # drops for a duplicate server_id within DUPLICATE_WINDOW that make it fatal
 DUPLICATE_WINDOW = 120.0
 _RETRIED = (SourceUnavailable, pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError, EOFError)
@@ -129,7 +128,7 @@ class MysqlSource:
                 self._health = (False, str(error))
                 raise
             except _RETRIED as error:
-                delay = random.uniform(0.1, min(MAX_BACKOFF, 0.5 * 2**attempt))
+                delay = SOURCE_RECONNECT.delay(attempt)
                 attempt += 1
                 self._health = (False, f"connecting: {error_text(error)}")
                 self._log(
@@ -192,7 +191,7 @@ class MysqlSource:
                 if fatal is not None:
                     self._health = (False, str(fatal))
                     raise fatal from error
-                delay = random.uniform(0.1, min(MAX_BACKOFF, 0.5 * 2**attempt))
+                delay = SOURCE_RECONNECT.delay(attempt)
                 attempt += 1
                 self._health = (False, f"reconnecting: {error_text(error)}")
                 self._metrics.source_reconnect()

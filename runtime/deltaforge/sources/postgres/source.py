@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import struct
 import sys
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from deltaforge.backoff import SOURCE_RECONNECT
 from deltaforge.events import ChangeEvent, Checkpoint, Op, Progress, Row, SourceInfo, event_ids
 from deltaforge.protocols import Emit, Item, SourceMetrics
 from deltaforge.sources.errors import SourceConfigError, SourceUnavailable
@@ -142,7 +142,7 @@ class PostgresSource:
                 attempt, streamed, slot_busy_since = 0, True, None
             self._health = (False, f"reconnecting: {failure}")
             self._metrics.source_reconnect()
-            delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+            delay = SOURCE_RECONNECT.delay(attempt)
             self._log(
                 "source_reconnecting", level="warning", error=str(failure), retry_in_seconds=round(delay, 2)
             )
