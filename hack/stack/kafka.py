@@ -155,7 +155,7 @@ class Kafka(Service):
         )
         (self.home / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = _cluster_id()
             process.run(
                 self._java(
                     "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), "--standalone",
@@ -206,3 +206,13 @@ def _recv_exactly(connection: socket.socket, size: int) -> bytes:
             raise ConnectionError("broker closed the connection")
         data += chunk
     return data
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's own `Uuid.randomUuid()` makes them: URL-safe base64
+    of 16 random bytes that does not start with "-" (one in 64 would, and the storage tool's
+    argument parser then takes it for an option: "--cluster-id: expected one argument")."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
