@@ -52,16 +52,21 @@ def _deliver_one_transaction(
     tmp_path: Path,
     source: str,
 ) -> None:
-    """Start a worker on `manifest`, `write` the transaction, and wait until Kafka holds every row."""
+    """Create `topic`, start a worker on `manifest`, `write` the transaction, and wait until the
+    topic holds every row; the topic is deleted whatever happened."""
     manifest["spec"]["batch"] = {"maxEvents": 5000, "maxDelay": "50ms"}
-    with running_worker(write_manifest(tmp_path, manifest), env=env) as worker:
-        began = time.monotonic()
-        write()
-        committed = time.monotonic()
-        count = _count_until(bootstrap, topic, ROWS, DELIVERY_TIMEOUT)
-        delivered = time.monotonic()
-        peak = peak_rss_mib(worker.process.pid)
-        status = worker.get("/status")
+    asyncio.run(create_topic(bootstrap, topic, 1))
+    try:
+        with running_worker(write_manifest(tmp_path, manifest), env=env) as worker:
+            began = time.monotonic()
+            write()
+            committed = time.monotonic()
+            count = _count_until(bootstrap, topic, ROWS, DELIVERY_TIMEOUT)
+            delivered = time.monotonic()
+            peak = peak_rss_mib(worker.process.pid)
+            status = worker.get("/status")
+    finally:
+        asyncio.run(delete_topic(bootstrap, topic))
     print(
         f"{source}: {ROWS:,} rows in one transaction: committed in {committed - began:.1f} s, in Kafka "
         f"{delivered - committed:.1f} s later ({ROWS / (delivered - committed):,.0f} events/s); "
@@ -76,7 +81,6 @@ def test_a_million_row_transaction_arrives_whole_with_bounded_memory(
 ) -> None:
     topic = unique_name("huge")
     bootstrap = kafka_server.kafka_bootstrap
-    asyncio.run(create_topic(bootstrap, topic, 1))
     with psycopg.connect(pg_database.admin_dsn, autocommit=True) as admin:
         admin.execute("CREATE TABLE big (id bigint PRIMARY KEY, qty int, note text)")
         admin.execute(f"CREATE PUBLICATION {pg_database.name} FOR TABLE big")
@@ -93,13 +97,10 @@ def test_a_million_row_transaction_arrives_whole_with_bounded_memory(
                 [ROWS],
             )
 
-    try:
-        _deliver_one_transaction(
-            manifest, {"PG_PASSWORD": PG_CDC_PASSWORD}, write, bootstrap=bootstrap, topic=topic,
-            tmp_path=tmp_path, source="PostgreSQL",
-        )  # fmt: skip
-    finally:
-        asyncio.run(delete_topic(bootstrap, topic))
+    _deliver_one_transaction(
+        manifest, {"PG_PASSWORD": PG_CDC_PASSWORD}, write, bootstrap=bootstrap, topic=topic,
+        tmp_path=tmp_path, source="PostgreSQL",
+    )  # fmt: skip
 
 
 def test_a_million_row_mariadb_transaction_arrives_whole_with_bounded_memory(
@@ -107,7 +108,6 @@ def test_a_million_row_mariadb_transaction_arrives_whole_with_bounded_memory(
 ) -> None:
     prefix = unique_name("huge")
     topic, bootstrap = f"{prefix}.big", kafka_server.kafka_bootstrap
-    asyncio.run(create_topic(bootstrap, topic, 1))
     with mariadb_database.admin_connection() as admin, admin.cursor() as cursor:
         cursor.execute("CREATE TABLE big (id bigint PRIMARY KEY, qty int, note text)")
     manifest = mysql_manifest(mariadb_database, bootstrap, prefix, tables=[f"{mariadb_database.name}.big"])
@@ -119,10 +119,7 @@ def test_a_million_row_mariadb_transaction_arrives_whole_with_bounded_memory(
                 f"INSERT INTO big SELECT seq, seq % 100, CONCAT('row number ', seq) FROM seq_1_to_{ROWS}"
             )
 
-    try:
-        _deliver_one_transaction(
-            manifest, {"MYSQL_PASSWORD": MYSQL_CDC_PASSWORD}, write, bootstrap=bootstrap, topic=topic,
-            tmp_path=tmp_path, source="MariaDB",
-        )  # fmt: skip
-    finally:
-        asyncio.run(delete_topic(bootstrap, topic))
+    _deliver_one_transaction(
+        manifest, {"MYSQL_PASSWORD": MYSQL_CDC_PASSWORD}, write, bootstrap=bootstrap, topic=topic,
+        tmp_path=tmp_path, source="MariaDB",
+    )  # fmt: skip
